@@ -101,12 +101,19 @@ def _make(layer: Layer, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -
     if isinstance(layer, Dense):
         bn = nn.BatchNorm1d(layer.out) if layer.batchnorm else None
         return _Affine(
-            "linear", nn.Linear(in_shape[0], layer.out, bias=layer.bias), bn,
-            layer.activation, layer.dropout,
+            "linear",
+            nn.Linear(in_shape[0], layer.out, bias=layer.bias),
+            bn,
+            layer.activation,
+            layer.dropout,
         )
     if isinstance(layer, Conv):
         conv = nn.Conv2d(
-            in_shape[0], layer.out, layer.kernel, stride=layer.stride, padding=layer.pad,
+            in_shape[0],
+            layer.out,
+            layer.kernel,
+            stride=layer.stride,
+            padding=layer.pad,
             bias=layer.bias,
         )
         bn = nn.BatchNorm2d(layer.out) if layer.batchnorm else None

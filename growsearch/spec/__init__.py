@@ -1,5 +1,6 @@
 """Architecture specs: JSON-serialisable, hashable descriptions of a network."""
 
+from growsearch.spec._diff import spec_diff
 from growsearch.spec._layers import (
     ACTIVATIONS,
     IDEMPOTENT_ACTIVATIONS,
@@ -41,4 +42,5 @@ __all__ = [
     "MaxPool",
     "Residual",
     "Spec",
+    "spec_diff",
 ]

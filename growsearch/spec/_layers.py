@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 __all__ = [
     "ACTIVATIONS",
@@ -161,20 +161,20 @@ class Concat(_Base):
         yield from self.branches
 
 
-Layer = Union[
-    Dense,
-    Conv,
-    MaxPool,
-    AvgPool,
-    Flatten,
-    GlobalAvgPool,
-    BatchNorm,
-    Activation,
-    Dropout,
-    LayerNorm,
-    Residual,
-    Concat,
-]
+Layer = (
+    Dense
+    | Conv
+    | MaxPool
+    | AvgPool
+    | Flatten
+    | GlobalAvgPool
+    | BatchNorm
+    | Activation
+    | Dropout
+    | LayerNorm
+    | Residual
+    | Concat
+)
 
 LAYER_TYPES: dict[str, type] = {
     cls.kind: cls

@@ -27,8 +27,12 @@ def _check_value(where: str, key: str, value: Any, problems: list[str]) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problems.append(f"{where}.{key}: must be a positive integer, got {value!r}")
     elif key == "padding":
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            problems.append(f"{where}.padding: must be a non-negative integer or null, got {value!r}")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            problems.append(
+                f"{where}.padding: must be a non-negative integer or null, got {value!r}"
+            )
     elif key in ("bias", "batchnorm"):
         if not isinstance(value, bool):
             problems.append(f"{where}.{key}: must be true or false, got {value!r}")

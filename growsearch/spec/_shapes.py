@@ -74,7 +74,9 @@ def _one(layer: Layer, shape: Shape, info: dict[str, LayerInfo]) -> Shape:
         return out
     if isinstance(layer, MaxPool | AvgPool):
         if len(shape) != 3:
-            raise SpecError(f"layer '{n}' ({layer.kind}) needs a (C, H, W) input, gets {list(shape)}")
+            raise SpecError(
+                f"layer '{n}' ({layer.kind}) needs a (C, H, W) input, gets {list(shape)}"
+            )
         c, h, w = shape
         stride = layer.stride or layer.size
         ho, wo = _pool_out(h, layer.size, stride), _pool_out(w, layer.size, stride)
@@ -87,7 +89,9 @@ def _one(layer: Layer, shape: Shape, info: dict[str, LayerInfo]) -> Shape:
         return (c, ho, wo)
     if isinstance(layer, Flatten | GlobalAvgPool):
         if len(shape) != 3:
-            raise SpecError(f"layer '{n}' ({layer.kind}) needs a (C, H, W) input, gets {list(shape)}")
+            raise SpecError(
+                f"layer '{n}' ({layer.kind}) needs a (C, H, W) input, gets {list(shape)}"
+            )
         out = (shape[0] * shape[1] * shape[2],) if isinstance(layer, Flatten) else (shape[0],)
         info[n] = LayerInfo(shape, out, 0, 0)
         return out
@@ -135,7 +139,9 @@ def _one(layer: Layer, shape: Shape, info: dict[str, LayerInfo]) -> Shape:
         out = (sum(o[0] for o in outs), *outs[0][1:])
         info[n] = LayerInfo(shape, out, 0, 0)
         return out
-    raise SpecError(f"layer '{n}': unsupported layer type {type(layer).__name__}")  # pragma: no cover
+    raise SpecError(
+        f"layer '{n}': unsupported layer type {type(layer).__name__}"
+    )  # pragma: no cover
 
 
 def _seq(layers: tuple[Layer, ...], shape: Shape, info: dict[str, LayerInfo]) -> Shape:
@@ -144,7 +150,9 @@ def _seq(layers: tuple[Layer, ...], shape: Shape, info: dict[str, LayerInfo]) ->
     return shape
 
 
-def infer_shapes(layers: tuple[Layer, ...], input_shape: Shape) -> tuple[Shape, dict[str, LayerInfo]]:
+def infer_shapes(
+    layers: tuple[Layer, ...], input_shape: Shape
+) -> tuple[Shape, dict[str, LayerInfo]]:
     """Output shape of the sequence and per-layer info (keyed by layer name); raises SpecError."""
     if len(input_shape) not in (1, 3) or any(int(s) < 1 for s in input_shape):
         raise SpecError(

@@ -70,7 +70,7 @@ class Spec:
         return cls.from_dict(raw, where="spec")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_shape": list(self.input_shape), "layers": [l.to_dict() for l in self.layers]}
+        return {"input_shape": list(self.input_shape), "layers": [x.to_dict() for x in self.layers]}
 
     def to_json(self, indent: int | None = None) -> str:
         """Canonical JSON: sorted keys, so equal specs give equal text (and hash)."""
@@ -115,7 +115,7 @@ class Spec:
     @property
     def depth(self) -> int:
         """Number of dense and conv layers (nested ones included)."""
-        return sum(1 for _, l in self.walk() if l.kind in ("dense", "conv"))
+        return sum(1 for _, x in self.walk() if x.kind in ("dense", "conv"))
 
     # ---- navigation ----------------------------------------------------------------------
     def walk(self) -> Iterator[tuple[LayerPath, Layer]]:
@@ -172,7 +172,7 @@ class Spec:
     def replace_layer(self, name: str, *new: Layer) -> Spec:
         """Replace layer ``name`` by ``new`` (zero, one or several layers); validates shapes."""
         self.find(name)
-        spec = self.map_layers(lambda l: tuple(new) if l.name == name else l)
+        spec = self.map_layers(lambda x: tuple(new) if x.name == name else x)
         spec.validate()
         return spec
 
@@ -194,9 +194,9 @@ def _describe(layer: Layer) -> str:
     if layer.kind == "conv":
         return f"conv{layer.out}k{layer.kernel}"  # type: ignore[union-attr]
     if isinstance(layer, Residual):
-        return "res[" + " ".join(_describe(l) for l in layer.layers) + "]"
+        return "res[" + " ".join(_describe(x) for x in layer.layers) + "]"
     if isinstance(layer, Concat):
-        return "cat[" + " | ".join(" ".join(_describe(l) for l in b) for b in layer.branches) + "]"
+        return "cat[" + " | ".join(" ".join(_describe(x) for x in b) for b in layer.branches) + "]"
     return layer.kind
 
 

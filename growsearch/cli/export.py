@@ -1,0 +1,82 @@
+"""``growsearch export MODEL_ID --out PATH``: weights + spec for use outside growsearch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from growsearch.cli._common import add_storage_args
+from growsearch.cli._study import open_store
+from growsearch.exceptions import UserError
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "export",
+        help="write a model's weights (safetensors) and spec (JSON); optionally ONNX/TorchScript",
+        description="Writes OUT.safetensors and OUT.json (the spec); with --onnx and/or "
+        "--torchscript also OUT.onnx / OUT.pt (traced). The checkpoint's sha256 is verified.",
+    )
+    p.add_argument("model_id", type=int, metavar="MODEL_ID")
+    add_storage_args(p, study_required=False)
+    p.add_argument("--out", required=True, help="output path without extension")
+    p.add_argument("--onnx", action="store_true", help="also export ONNX (needs the onnx package)")
+    p.add_argument("--torchscript", action="store_true", help="also export a traced TorchScript")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from growsearch.checkpoints import load_model, save_checkpoint
+
+    store = open_store(args.storage, args.study)
+    record = store.get_model(args.model_id)
+    if record is None:
+        raise UserError(f"no model with id {args.model_id} in this storage; see growsearch lineage")
+    if record.checkpoint is None or record.status != "finished":
+        raise UserError(f"model {args.model_id} has status '{record.status}' and no checkpoint")
+    out = Path(args.out)
+    if out.suffix in (".safetensors", ".json", ".onnx", ".pt"):
+        out = out.with_suffix("")
+    if not out.parent.exists():
+        raise UserError(f"folder {out.parent} does not exist; create it or choose another --out")
+    spec, model = load_model(record.checkpoint, expected_sha256=record.sha256)
+    written = []
+    save_checkpoint(
+        out.with_suffix(".safetensors"),
+        spec,
+        model.state_dict(),
+        metadata={"model_id": record.model_id, "val_accuracy": record.val_accuracy},
+    )
+    written.append(out.with_suffix(".safetensors"))
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(spec.to_json(indent=2) + "\n")
+    os.replace(tmp, out.with_suffix(".json"))
+    written.append(out.with_suffix(".json"))
+    model.eval()
+    example = torch.zeros(1, *spec.input_shape)
+    if args.torchscript:
+        traced = torch.jit.trace(model, example)
+        traced.save(str(out.with_suffix(".pt")))
+        written.append(out.with_suffix(".pt"))
+    if args.onnx:
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise UserError("--onnx needs the onnx package: pip install onnx") from None
+        torch.onnx.export(
+            model,
+            example,
+            str(out.with_suffix(".onnx")),
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "batch"}},
+        )
+        written.append(out.with_suffix(".onnx"))
+    print(json.dumps({"model_id": record.model_id, "files": [str(p) for p in written]}))
+    return 0

@@ -1,0 +1,54 @@
+"""``growsearch resume`` / ``growsearch worker``: continue a study from the database alone."""
+
+from __future__ import annotations
+
+import argparse
+
+from growsearch.cli._common import add_storage_args
+from growsearch.cli.run import add_run_options, execute
+from growsearch.config import parse_config
+from growsearch.exceptions import StorageError
+from growsearch.storage_url import check_storage_url, redact
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for name, text in (
+        ("resume", "continue a study using only its database (the config snapshot is stored)"),
+        ("worker", "join a running study from this machine (many workers need PostgreSQL)"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        add_storage_args(p)
+        p.add_argument("--n-trials", type=int, help="raise or lower the study's n_trials")
+        p.add_argument(
+            "--checkpoint-dir",
+            help="override the stored checkpoint_dir (a shared "
+            "folder when workers run on several machines)",
+        )
+        add_run_options(p)
+        p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from growsearch.store import SQLLineageStore
+
+    check_storage_url(args.storage, must_exist=True)
+    store = SQLLineageStore(args.storage)
+    record = store.get_study(args.study)
+    if record is None:
+        names = store.list_studies()
+        listed = ", ".join(names) if names else "none"
+        raise StorageError(
+            f"no growsearch study named '{args.study}' in {redact(args.storage)} "
+            f"(studies there: {listed})"
+        )
+    raw = dict(record.config)
+    raw["storage"] = args.storage  # the URL that reached it, not the one stored at creation
+    if args.n_trials is not None:
+        raw["n_trials"] = args.n_trials
+    if args.checkpoint_dir is not None:
+        raw["checkpoint_dir"] = args.checkpoint_dir
+    cfg = parse_config(raw, source=f"study '{args.study}' (stored config)")
+    hint = f"growsearch {args.command} --storage {redact(args.storage)} --study {args.study}"
+    return execute(cfg, args.workers, args.device, args.quiet, hint, create=False)

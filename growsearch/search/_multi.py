@@ -1,0 +1,65 @@
+"""N worker processes on one machine (one per GPU when GPUs exist)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+from typing import Any
+
+import torch
+from sqlalchemy.engine import make_url
+
+from growsearch.config import StudyConfig
+from growsearch.exceptions import ConfigError
+
+__all__ = ["check_workers", "run_processes"]
+
+
+def check_workers(cfg: StudyConfig, workers: int) -> None:
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if workers > 1 and make_url(cfg.storage).get_backend_name() == "sqlite":
+        raise ConfigError(
+            f"--workers {workers}: SQLite allows one writer at a time and is not reliable for "
+            "several workers; use PostgreSQL, e.g. --storage postgresql://user@host/dbname "
+            "(see the README, 'Many workers')"
+        )
+
+
+def _device_for(index: int, preference: str) -> str | None:
+    if preference == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return f"cuda:{index % torch.cuda.device_count()}"
+    return None
+
+
+def _child(cfg_dict: dict[str, Any], source: str | None, index: int) -> None:
+    from growsearch.config import parse_config
+    from growsearch.search._progress import Reporter
+    from growsearch.search._worker import run_worker
+
+    cfg = parse_config(cfg_dict, source=source)
+    reporter = Reporter(cfg.n_trials, prefix=f"[w{index}] ", bars=False)
+    run_worker(cfg, device=_device_for(index, cfg.train.device), reporter=reporter)
+
+
+def run_processes(cfg: StudyConfig, workers: int) -> int:
+    """Start ``workers`` processes (spawned: CUDA and forked threads do not mix); returns the
+    number of workers that exited with an error."""
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_child, args=(cfg.to_dict(), cfg.source, i), name=f"growsearch-w{i}")
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    bad = [p for p in procs if p.exitcode != 0]
+    for p in bad:
+        print(f"worker {p.name} exited with code {p.exitcode}", file=sys.stderr)
+    return len(bad)

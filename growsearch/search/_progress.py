@@ -1,0 +1,93 @@
+"""Progress output: one line per event, readable in a terminal, a log file or CI.
+
+On a terminal an epoch progress bar (tqdm) sits under the lines; elsewhere only plain lines are
+written, so logs stay clean.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+from growsearch.spec import Spec
+
+__all__ = ["Reporter"]
+
+
+class Reporter:
+    def __init__(
+        self,
+        n_trials: int,
+        stream: IO[str] | None = None,
+        prefix: str = "",
+        quiet: bool = False,
+        bars: bool | None = None,
+    ) -> None:
+        self.n_trials = n_trials
+        self.stream = stream or sys.stdout
+        self.prefix = prefix
+        self.quiet = quiet
+        self.bars = self.stream.isatty() if bars is None else bars
+        self._bar: Any = None
+        self._t0: dict[int, float] = {}
+
+    def line(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.write(f"{self.prefix}{text}", file=self.stream)
+        else:
+            print(f"{self.prefix}{text}", file=self.stream, flush=True)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def trial_start(self, number: int, parent: Any, op: str, spec: Spec) -> None:
+        self._t0[number] = time.perf_counter()
+        if parent is None:
+            head = "seed (from scratch)"
+        else:
+            head = f"parent #{parent.trial_number} (acc {parent.val_accuracy:.4f}) -> {op}"
+        self.line(f"[trial {number}] {head} | {spec.summary()} | params {spec.num_params:,}")
+
+    def epoch(self, number: int, r: Any, epochs: int) -> None:
+        if self.bars and not self.quiet:
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(
+                    total=epochs,
+                    desc=f"trial {number}",
+                    leave=False,
+                    file=self.stream,
+                    unit="epoch",
+                )
+            self._bar.update(1)
+            self._bar.set_postfix(val_acc=f"{r.val_accuracy:.4f}")
+        else:
+            self.line(
+                f"[trial {number}]   epoch {r.epoch}/{epochs} loss {r.train_loss:.4f} "
+                f"val_loss {r.val_loss:.4f} val_acc {r.val_accuracy:.4f} ({r.seconds:.2f}s)"
+            )
+
+    def trial_done(self, number: int, acc: float, best: float, result: Any) -> None:
+        self._close_bar()
+        took = time.perf_counter() - self._t0.pop(number, time.perf_counter())
+        self.line(
+            f"[trial {number}] done: val_acc {acc:.4f} (best {best:.4f}) in {took:.1f}s, "
+            f"{result.samples_per_second:,.0f} samples/s"
+        )
+
+    def trial_pruned(self, number: int, reason: str) -> None:
+        self._close_bar()
+        self.line(f"[trial {number}] pruned: {reason}")
+
+    def trial_failed(self, number: int, reason: str, expected: bool) -> None:
+        self._close_bar()
+        first = reason if expected else reason.splitlines()[-1]
+        self.line(f"[trial {number}] FAILED: {first}")
+        if not expected:
+            print(reason, file=sys.stderr, flush=True)
