@@ -17,15 +17,18 @@ __all__ = ["add_parser"]
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "export",
-        help="write a model's weights (safetensors) and spec (JSON); optionally ONNX/TorchScript",
+        help="write a model's weights (safetensors) and spec (JSON); optionally ONNX/torch.export",
         description="Writes OUT.safetensors and OUT.json (the spec); with --onnx and/or "
-        "--torchscript also OUT.onnx / OUT.pt (traced). The checkpoint's sha256 is verified.",
+        "--torch-export also OUT.onnx / OUT.pt2 (a torch.export program with a dynamic batch "
+        "axis, load it with torch.export.load). The checkpoint's sha256 is verified.",
     )
     p.add_argument("model_id", type=int, metavar="MODEL_ID")
     add_storage_args(p, study_required=False)
     p.add_argument("--out", required=True, help="output path without extension")
     p.add_argument("--onnx", action="store_true", help="also export ONNX (needs the onnx package)")
-    p.add_argument("--torchscript", action="store_true", help="also export a traced TorchScript")
+    p.add_argument(
+        "--torch-export", action="store_true", help="also write a torch.export program (.pt2)"
+    )
     p.set_defaults(func=run)
 
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if record.checkpoint is None or record.status != "finished":
         raise UserError(f"model {args.model_id} has status '{record.status}' and no checkpoint")
     out = Path(args.out)
-    if out.suffix in (".safetensors", ".json", ".onnx", ".pt"):
+    if out.suffix in (".safetensors", ".json", ".onnx", ".pt2"):
         out = out.with_suffix("")
     if not out.parent.exists():
         raise UserError(f"folder {out.parent} does not exist; create it or choose another --out")
@@ -60,10 +63,14 @@ def run(args: argparse.Namespace) -> int:
     written.append(out.with_suffix(".json"))
     model.eval()
     example = torch.zeros(1, *spec.input_shape)
-    if args.torchscript:
-        traced = torch.jit.trace(model, example)
-        traced.save(str(out.with_suffix(".pt")))
-        written.append(out.with_suffix(".pt"))
+    if args.torch_export:
+        # Batch size 2 in the example: torch.export specialises a dimension of size 1.
+        batch = torch.export.Dim("batch", min=1)
+        program = torch.export.export(
+            model, (torch.zeros(2, *spec.input_shape),), dynamic_shapes=({0: batch},)
+        )
+        torch.export.save(program, str(out.with_suffix(".pt2")))
+        written.append(out.with_suffix(".pt2"))
     if args.onnx:
         try:
             import onnx  # noqa: F401

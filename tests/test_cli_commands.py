@@ -1,0 +1,194 @@
+"""lineage / best / export / resume / db on a small real study, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from growsearch.builder import build_model
+from growsearch.checkpoints import load_checkpoint
+from growsearch.cli import main
+from growsearch.spec import Spec
+from growsearch.store import SQLLineageStore
+
+RECORD_FIELDS = {
+    "model_id",
+    "parent_id",
+    "trial_number",
+    "operation",
+    "params",
+    "val_accuracy",
+    "preservation_error",
+    "checkpoint",
+    "sha256",
+    "spec",
+}
+
+
+def tiny_study(tmp_path: Path, url: str, n_trials: int = 3) -> Path:
+    raw = {
+        "name": "tiny",
+        "storage": url,
+        "n_trials": n_trials,
+        "seed": 1,
+        "data": {"dataset": "digits", "batch_size": 64},
+        "model": {
+            "input_shape": [1, 8, 8],
+            "layers": [
+                {"type": "flatten"},
+                {"type": "dense", "out": 16, "activation": "relu"},
+                {"type": "dense", "out": 10},
+            ],
+        },
+        "train": {"epochs_per_trial": 2, "lr": 0.1},
+        "search": {"operations": ["widen", "deepen"], "pruner": "none"},
+        "checkpoint_dir": str(tmp_path / "ckpt"),
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def ran(tmp_path: Path, storage_url: str) -> str:
+    assert main(["run", str(tiny_study(tmp_path, storage_url)), "--quiet"]) == 0
+    return storage_url
+
+
+def _out(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
+def test_lineage_formats(ran: str, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["lineage", "--storage", ran, "--study", "tiny"]
+    records = json.loads(_out(capsys, [*base, "--format", "json"]))
+    assert len(records) == 3
+    assert all(RECORD_FIELDS <= set(r) for r in records)
+    seed = [r for r in records if r["parent_id"] is None]
+    assert len(seed) == 1 and seed[0]["operation"] == "seed"
+    assert seed[0]["preservation_error"] is None
+    ids = {r["model_id"] for r in records}
+    for r in records:
+        assert Spec.from_dict(r["spec"]).hash == r["spec_hash"]
+        if r["parent_id"] is not None:
+            assert r["parent_id"] in ids
+            assert r["params"][0]["name"] == r["operation"]
+            assert 0 <= r["preservation_error"] < 1e-4
+
+    rows = list(csv.DictReader(io.StringIO(_out(capsys, [*base, "--format", "csv"]))))
+    assert [int(r["model_id"]) for r in rows] == [r["model_id"] for r in records]
+    assert RECORD_FIELDS <= set(rows[0])
+    assert json.loads(rows[0]["spec"]) == records[0]["spec"]
+
+    table = _out(capsys, [*base, "--format", "table"]).splitlines()
+    assert table[0].split()[:3] == ["model", "parent", "trial"]
+    assert len(table) == 4
+
+    dot = _out(capsys, [*base, "--format", "dot"])
+    assert dot.startswith('digraph "tiny"')
+    assert dot.count("->") == sum(r["parent_id"] is not None for r in records)
+
+
+def test_best_shows_the_best_and_its_ancestry(ran: str, capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads(
+        _out(capsys, ["best", "--storage", ran, "--study", "tiny", "--format", "json"])
+    )
+    with SQLLineageStore(ran, create=False) as store:
+        finished = store.models("tiny", status="finished")
+    assert data["best"]["val_accuracy"] == max(m.val_accuracy for m in finished)
+    chain = data["ancestry"]
+    assert chain[0]["parent_id"] is None and chain[-1]["model_id"] == data["best"]["model_id"]
+    for parent, child in zip(chain, chain[1:], strict=False):
+        assert child["parent_id"] == parent["model_id"]
+    text = _out(capsys, ["best", "--storage", ran, "--study", "tiny"])
+    assert f"best model {data['best']['model_id']}" in text
+
+
+def test_export_writes_weights_and_spec_that_reproduce_the_model(
+    ran: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SQLLineageStore(ran, create=False) as store:
+        best = store.best("tiny")
+    assert best is not None
+    out = tmp_path / "export" / "model"
+    out.parent.mkdir()
+    printed = json.loads(
+        _out(
+            capsys,
+            [
+                "export",
+                str(best.model_id),
+                "--storage",
+                ran,
+                "--out",
+                str(out),
+                "--torch-export",
+            ],
+        )
+    )
+    assert len(printed["files"]) == 3
+    spec = Spec.from_json((out.with_suffix(".json")).read_text())
+    assert spec.hash == best.spec_hash
+    ckpt = load_checkpoint(out.with_suffix(".safetensors"))
+    model = build_model(spec)
+    model.load_state_dict(ckpt.state_dict)
+    original = load_checkpoint(best.checkpoint, expected_sha256=best.sha256)
+    ref = build_model(original.spec)
+    ref.load_state_dict(original.state_dict)
+    x = torch.rand(5, *spec.input_shape)
+    model.eval()
+    ref.eval()
+    program = torch.export.load(str(out.with_suffix(".pt2")))
+    with torch.no_grad():
+        assert torch.equal(model(x), ref(x))
+        assert torch.allclose(program.module()(x), ref(x), atol=1e-6)
+
+
+def test_export_of_a_tampered_checkpoint_fails_clearly(
+    ran: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SQLLineageStore(ran, create=False) as store:
+        best = store.best("tiny")
+    assert best is not None
+    path = Path(best.checkpoint)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    code = main(["export", str(best.model_id), "--storage", ran, "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(path) in err and best.sha256 in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_resume_from_the_database_alone(
+    ran: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "tiny.yaml").unlink()  # the YAML is gone: the config snapshot is in the database
+    assert main(["resume", "--storage", ran, "--study", "tiny", "--n-trials", "5", "--quiet"]) == 0
+    with SQLLineageStore(ran, create=False) as store:
+        finished = store.models("tiny", status="finished")
+    assert len(finished) == 5
+    assert sum(m.parent_id is None for m in finished) == 1
+    capsys.readouterr()
+    assert main(["resume", "--storage", ran, "--study", "nope"]) == 2
+    assert "studies there: tiny" in capsys.readouterr().err
+
+
+def test_db_current_and_upgrade(ran: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from growsearch.store import head_revision
+
+    text = _out(capsys, ["db", "current", "--storage", ran])
+    assert f"lineage schema {head_revision()}" in text
+    assert "***" in text or "@" not in text or ":" not in ran.split("@")[0].split("//")[1]
+    text = _out(capsys, ["db", "upgrade", "--storage", ran])
+    assert f"-> {head_revision()}" in text
