@@ -116,8 +116,8 @@ def _make(layer: Layer, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -
             padding=layer.pad,
             bias=layer.bias,
         )
-        bn = nn.BatchNorm2d(layer.out) if layer.batchnorm else None
-        return _Affine("conv", conv, bn, layer.activation, layer.dropout)
+        bn2d = nn.BatchNorm2d(layer.out) if layer.batchnorm else None
+        return _Affine("conv", conv, bn2d, layer.activation, layer.dropout)
     if isinstance(layer, MaxPool):
         return nn.MaxPool2d(layer.size, stride=layer.stride or layer.size)
     if isinstance(layer, AvgPool):
@@ -164,6 +164,7 @@ class GrowNet(nn.Module):
         for layer in seq:
             module = self.layers[layer.name]
             if isinstance(layer, Residual):
+                assert isinstance(module, _ResidualJoin)
                 y = self._run(layer.layers, x)
                 s = x if module.skip is None else module.skip(x)
                 x = module.act(y + s)

@@ -10,8 +10,10 @@ from growsearch.cli import _common
 from growsearch.cli import best as best_cmd
 from growsearch.cli import dashboard as dashboard_cmd
 from growsearch.cli import db as db_cmd
+from growsearch.cli import evaluate as evaluate_cmd
 from growsearch.cli import export as export_cmd
 from growsearch.cli import lineage as lineage_cmd
+from growsearch.cli import report as report_cmd
 from growsearch.cli import resume as resume_cmd
 from growsearch.cli import run as run_cmd
 from growsearch.cli import validate as validate_cmd
@@ -24,6 +26,8 @@ _COMMANDS = (
     lineage_cmd,
     best_cmd,
     export_cmd,
+    evaluate_cmd,
+    report_cmd,
     validate_cmd,
     dashboard_cmd,
     db_cmd,

@@ -32,6 +32,13 @@ def guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace)
     except KeyboardInterrupt:
         print("\ngrowsearch: interrupted", file=sys.stderr, flush=True)
         return 130
+    except BrokenPipeError:
+        # `growsearch lineage ... | head` closed the pipe: not an error. Point stdout at devnull
+        # so the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def add_storage_args(p: argparse.ArgumentParser, study_required: bool = True) -> None:

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--onnx needs the onnx package: pip install onnx") from None
         torch.onnx.export(
             model,
-            example,
+            (example,),
             str(out.with_suffix(".onnx")),
             input_names=["x"],
             output_names=["logits"],

@@ -92,9 +92,11 @@ def _one(layer: Layer, shape: Shape, info: dict[str, LayerInfo]) -> Shape:
             raise SpecError(
                 f"layer '{n}' ({layer.kind}) needs a (C, H, W) input, gets {list(shape)}"
             )
-        out = (shape[0] * shape[1] * shape[2],) if isinstance(layer, Flatten) else (shape[0],)
-        info[n] = LayerInfo(shape, out, 0, 0)
-        return out
+        flat: Shape = (
+            (shape[0] * shape[1] * shape[2],) if isinstance(layer, Flatten) else (shape[0],)
+        )
+        info[n] = LayerInfo(shape, flat, 0, 0)
+        return flat
     if isinstance(layer, BatchNorm):
         info[n] = LayerInfo(shape, shape, 2 * shape[0], 0)
         return shape
@@ -136,9 +138,9 @@ def _one(layer: Layer, shape: Shape, info: dict[str, LayerInfo]) -> Shape:
                 f"concat block '{n}': branch outputs {[list(o) for o in outs]} differ in more "
                 "than the channel axis"
             )
-        out = (sum(o[0] for o in outs), *outs[0][1:])
-        info[n] = LayerInfo(shape, out, 0, 0)
-        return out
+        joined: Shape = (sum(o[0] for o in outs), *outs[0][1:])
+        info[n] = LayerInfo(shape, joined, 0, 0)
+        return joined
     raise SpecError(
         f"layer '{n}': unsupported layer type {type(layer).__name__}"
     )  # pragma: no cover
