@@ -23,6 +23,8 @@ __all__ = [
     "SearchSection",
     "StudyConfig",
     "WorkerSection",
+    "checkpoint_window",
+    "checkpoint_write_estimate",
     "load_config",
     "parse_config",
 ]
@@ -75,8 +77,15 @@ class SearchSection:
     objectives: tuple[str, ...] = ("val_accuracy",)
     optimizer_state: str = "fresh"  # fresh | grow (grow the parent's optimiser state)
     search_lr: tuple[float, float] | None = None  # let the sampler choose lr in this range
+    search_epochs: tuple[int, int] | None = None  # let the sampler choose a child's epochs
     preservation_rtol: float = 1e-5
     probe_size: int = 256
+
+
+# Serialising a checkpoint holds the GIL (safetensors), so the heartbeat thread is silent while a
+# large checkpoint is written: about 0.85 s per 400 MB measured on a small CPU. We assume a slow
+# 100 MB/s to size the grace period against search.max_params.
+CHECKPOINT_BYTES_PER_S = 100e6
 
 
 @dataclass(frozen=True)
@@ -325,6 +334,18 @@ def _check_search(c: _Checker, raw: Any) -> SearchSection:
             d["objectives"] = tuple(objs)
     c.choice(d, "optimizer_state", "search", ("fresh", "grow"))
     _range(c, d, "search_lr", 0.0, "search")
+    if d.get("search_epochs") is not None:
+        v = d["search_epochs"]
+        if (
+            not isinstance(v, list | tuple)
+            or len(v) != 2
+            or any(isinstance(x, bool) or not isinstance(x, int) for x in v)
+            or not (1 <= v[0] <= v[1])
+        ):
+            c.fail(f"search.search_epochs: must be [low, high] integers with 1 <= low <= high, "
+                   f"got {v!r}")  # fmt: skip
+        else:
+            d["search_epochs"] = (int(v[0]), int(v[1]))
     c.number(d, "preservation_rtol", "search", lambda v: v > 0, "a positive number")
     c.integer(d, "probe_size", "search", 1)
     if (
@@ -432,6 +453,17 @@ def _check_constraints(cfg: StudyConfig) -> None:
         problems.append(
             f"search.max_depth ({cfg.search.max_depth}) is below the seed's depth {cfg.model.depth}"
         )
+    window = checkpoint_window(cfg.workers)
+    if cfg.search.max_params is not None:
+        seconds = checkpoint_write_estimate(cfg.search.max_params, cfg.search.optimizer_state)
+        if seconds > window:
+            problems.append(
+                f"workers.grace_period ({cfg.workers.grace_period}s) leaves {window:.0f}s beyond "
+                f"one heartbeat interval, but writing a checkpoint of search.max_params "
+                f"({cfg.search.max_params:,}) parameters may take ~{seconds:.0f}s, during which "
+                "no heartbeat is sent; raise workers.grace_period to at least "
+                f"{math.ceil(seconds + cfg.workers.heartbeat_interval)}"
+            )
     if cfg.model.num_classes is None:
         problems.append(
             "model.layers: the last layer must produce class scores (a dense layer with "
@@ -439,6 +471,19 @@ def _check_constraints(cfg: StudyConfig) -> None:
         )
     if problems:
         raise ConfigError(problems, cfg.source)
+
+
+def checkpoint_window(workers: WorkerSection) -> float:
+    """Seconds a live worker may stay silent (e.g. writing a checkpoint) before its trial is
+    declared dead: the grace period less the heartbeat interval already elapsed."""
+    return float(workers.grace_period - workers.heartbeat_interval)
+
+
+def checkpoint_write_estimate(num_params: int, optimizer_state: str = "fresh") -> float:
+    """Pessimistic seconds to write a float32 checkpoint of ``num_params`` parameters (the
+    optimiser's state, when kept, can double or triple it)."""
+    copies = 3 if optimizer_state == "grow" else 1
+    return num_params * 4 * copies / CHECKPOINT_BYTES_PER_S
 
 
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:

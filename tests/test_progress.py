@@ -77,7 +77,7 @@ def test_a_bar_on_a_terminal_and_lines_above_it() -> None:
     _one_trial(reporter)
     text = stream.getvalue()
     assert "\r" in text and re.search(r"trial 0: +\d+%\|", text)
-    assert "3/3" in text and "val_acc=0.8000" in text
+    assert "3/3" in text and "val_acc 0.8000" in text
     assert "epoch 1/3 loss" not in text  # the bar replaces the per-epoch lines
     # Whole lines still come through, and the bar is gone after the trial (leave=False).
     assert "[trial 0] seed (from scratch)" in text and "[trial 0] done: val_acc 0.8000" in text

@@ -47,8 +47,9 @@ def _kill_and_resume(tmp_path: Path, kills: int, n_trials: int, seed: int) -> No
     cmd = [sys.executable, "-m", "growsearch", "run", str(yaml_path), "--quiet"]
     rng = random.Random(seed)
     for _ in range(kills):
-        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         # Interpreter start and imports take ~2-4 s; kill somewhere in the trials after that,
         # which lands in training, in checkpoint writes and in database writes.
         time.sleep(rng.uniform(2.0, 6.0))

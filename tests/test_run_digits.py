@@ -35,8 +35,14 @@ class Run:
 
     def args(self, *extra: str) -> list[str]:
         return [
-            "run", str(self.yaml), "--storage", self.url, "--checkpoint-dir", str(self.ckpt),
-            "--quiet", *extra,
+            "run",
+            str(self.yaml),
+            "--storage",
+            self.url,
+            "--checkpoint-dir",
+            str(self.ckpt),
+            "--quiet",
+            *extra,
         ]
 
 
@@ -131,8 +137,10 @@ def test_grown_child_predicts_like_its_trained_parent(digits_run: Run) -> None:
     parent_model.eval()
     with torch.no_grad():
         expected = parent_model(data.x_val).argmax(1)
-    ops = [Operation("widen", places(ckpt.spec, "widen")[0], {"factor": 1.5}),
-           Operation("deepen", places(ckpt.spec, "deepen")[-1], {})]
+    ops = [
+        Operation("widen", places(ckpt.spec, "widen")[0], {"factor": 1.5}),
+        Operation("deepen", places(ckpt.spec, "deepen")[-1], {}),
+    ]
     for op in ops:
         grown = apply_operation(ckpt.spec, ckpt.state_dict, op, np.random.default_rng(0))
         child = build_model(grown.spec)
@@ -151,10 +159,21 @@ def test_overrides_name_the_study_trials_and_folders(tmp_path: Path) -> None:
     yaml_path.write_text(text.replace("epochs_per_trial: 3", "epochs_per_trial: 1"))
     url = f"sqlite:///{tmp_path / 'other.db'}"
     ckpt = tmp_path / "weights"
-    code = main([
-        "run", str(yaml_path), "--storage", url, "--study-name", "renamed", "--n-trials", "3",
-        "--checkpoint-dir", str(ckpt), "--quiet",
-    ])
+    code = main(
+        [
+            "run",
+            str(yaml_path),
+            "--storage",
+            url,
+            "--study-name",
+            "renamed",
+            "--n-trials",
+            "3",
+            "--checkpoint-dir",
+            str(ckpt),
+            "--quiet",
+        ]
+    )
     assert code == 0
     models = _finished(url, "renamed")
     assert len(models) == 3

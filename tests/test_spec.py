@@ -116,20 +116,45 @@ def test_explicit_names_are_kept_and_auto_names_avoid_them() -> None:
     ("raw", "needle"),
     [
         ({"input_shape": [1, 8, 8], "layers": [{"type": "dense", "out": 10}]}, "put a 'flatten'"),
-        ({"input_shape": [1, 8, 8], "layers": [{"type": "conv", "out": 4, "kernal": 3}]},
-         "did you mean 'kernel'"),
-        ({"input_shape": [1, 8, 8], "layers": [{"type": "conv2d", "out": 4}]}, "did you mean 'conv'"),
+        (
+            {"input_shape": [1, 8, 8], "layers": [{"type": "conv", "out": 4, "kernal": 3}]},
+            "did you mean 'kernel'",
+        ),
+        (
+            {"input_shape": [1, 8, 8], "layers": [{"type": "conv2d", "out": 4}]},
+            "did you mean 'conv'",
+        ),
         ({"input_shape": [8], "layers": [{"type": "dense", "out": 0}]}, "positive integer"),
-        ({"input_shape": [8], "layers": [{"type": "dense", "out": 4, "activation": "rleu"}]},
-         "did you mean 'relu'"),
-        ({"input_shape": [1, 2, 2], "layers": [{"type": "maxpool", "size": 3}, {"type": "flatten"}]},
-         "does not fit"),
+        (
+            {"input_shape": [8], "layers": [{"type": "dense", "out": 4, "activation": "rleu"}]},
+            "did you mean 'relu'",
+        ),
+        (
+            {
+                "input_shape": [1, 2, 2],
+                "layers": [{"type": "maxpool", "size": 3}, {"type": "flatten"}],
+            },
+            "does not fit",
+        ),
         ({"input_shape": [8], "layers": []}, "at least one layer"),
         ({"input_shape": [0, 8], "layers": [{"type": "dense", "out": 2}]}, "input_shape"),
-        ({"input_shape": [4], "layers": [{"type": "dense", "out": 2, "name": "a"},
-                                         {"type": "dense", "out": 2, "name": "a"}]}, "used twice"),
-        ({"input_shape": [2, 4, 4], "layers": [{"type": "residual", "layers": [
-            {"type": "conv", "out": 3}]}]}, "identity skip needs the same shape"),
+        (
+            {
+                "input_shape": [4],
+                "layers": [
+                    {"type": "dense", "out": 2, "name": "a"},
+                    {"type": "dense", "out": 2, "name": "a"},
+                ],
+            },
+            "used twice",
+        ),
+        (
+            {
+                "input_shape": [2, 4, 4],
+                "layers": [{"type": "residual", "layers": [{"type": "conv", "out": 3}]}],
+            },
+            "identity skip needs the same shape",
+        ),
     ],
 )
 def test_bad_specs_name_the_problem(raw: dict, needle: str) -> None:

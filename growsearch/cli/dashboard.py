@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def resolve(args: argparse.Namespace) -> tuple[str, Path | None]:
+    ckpt: Path | None
     if args.study_yaml:
         cfg = load_config(args.study_yaml)
         storage = args.storage or cfg.storage
@@ -67,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
     storage, ckpt = resolve(args)
-    artifact_store = None
-    if ckpt is not None and (ckpt / "artifacts").is_dir():
-        artifact_store = FileSystemArtifactStore(ckpt / "artifacts")
+    # The folder may not exist yet (a dashboard started before the first trial finished); the
+    # store only reads from it, so it serves the artifacts once workers have written them.
+    artifact_store = None if ckpt is None else FileSystemArtifactStore(ckpt / "artifacts")
     print(
         f"optuna-dashboard on http://{args.host}:{args.port}/ for {redact(storage)} "
         "(Ctrl-C stops it)",

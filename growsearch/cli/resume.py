@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from growsearch.cli._common import add_storage_args
 from growsearch.cli.run import add_run_options, execute
@@ -11,6 +12,8 @@ from growsearch.exceptions import StorageError
 from growsearch.storage_url import check_storage_url, redact
 
 __all__ = ["add_parser"]
+
+POLL_S = 1.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -26,13 +29,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
             help="override the stored checkpoint_dir (a shared "
             "folder when workers run on several machines)",
         )
+        if name == "worker":
+            p.add_argument(
+                "--wait",
+                type=float,
+                default=0.0,
+                metavar="SECONDS",
+                help="wait up to this long for the study to be created (by `growsearch run "
+                "STUDY.yaml` elsewhere) instead of failing at once",
+            )
         add_run_options(p)
         p.set_defaults(func=run)
+
+
+def _wait_for_study(url: str, study: str, seconds: float) -> None:
+    """Poll until the database answers and holds the study, or ``seconds`` have passed."""
+    from growsearch.store import SQLLineageStore
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            check_storage_url(url, must_exist=True)  # a SQLite file is never created here
+            with SQLLineageStore(url, create=False) as store:
+                if store.get_study(study) is not None:
+                    return
+        except Exception:  # not up yet: database starting, tables missing
+            pass
+        time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
 
 def run(args: argparse.Namespace) -> int:
     from growsearch.store import SQLLineageStore
 
+    if getattr(args, "wait", 0) > 0:
+        _wait_for_study(args.storage, args.study, args.wait)
     check_storage_url(args.storage, must_exist=True)
     store = SQLLineageStore(args.storage)
     record = store.get_study(args.study)

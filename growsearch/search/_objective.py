@@ -1,4 +1,4 @@
-"""One trial: select parent -> transform -> check -> train -> persist.
+"""One trial: select parent -> propose -> check -> transform -> train -> persist.
 
 Persistence order is what makes a crash harmless: the lineage row is created as ``running``, the
 checkpoint is written atomically, and only then is the row marked ``finished`` with the file's
@@ -8,9 +8,11 @@ sha256. A row never points at a partial file; a file without a finished row is j
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 import traceback
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,11 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.trial import FrozenTrial, TrialState
 
 from growsearch.builder import GrowNet, build_model
 from growsearch.checkpoints import load_checkpoint, save_checkpoint
-from growsearch.config import StudyConfig
+from growsearch.config import StudyConfig, checkpoint_window
 from growsearch.data import DeviceData
 from growsearch.exceptions import (
     CheckpointError,
@@ -31,11 +34,19 @@ from growsearch.exceptions import (
     TransformError,
 )
 from growsearch.preservation import check_preservation
-from growsearch.search._dashboard import publish_trial
+from growsearch.search._admission import AdmissionLock
+from growsearch.search._attrs import write_attrs
+from growsearch.search._dashboard import (
+    LineagePublisher,
+    note_attrs,
+    trial_note,
+    upload_checkpoint,
+)
 from growsearch.search._optuna import ROLE_ATTR
 from growsearch.search._policy import select_parent
 from growsearch.search._progress import Reporter
 from growsearch.search._space import NoPlaceError, Proposal, propose
+from growsearch.search._timing import PhaseTimer
 from growsearch.spec import Spec
 from growsearch.store import LineageStore, ModelRecord
 from growsearch.training import (
@@ -49,18 +60,18 @@ from growsearch.transforms import GrowResult, apply_operations
 
 __all__ = ["TrialRunner"]
 
-SEED_WAIT_S = 1.0
+SEED_WAIT_S = 0.5
+LIVE = ("running", "finished")  # lineage statuses that make a same-spec sibling a duplicate
 
 
 @dataclass
 class _Child:
     spec: Spec
-    model: GrowNet
     parent: ModelRecord | None
     proposal: Proposal | None
-    grow: GrowResult | None
-    preservation_error: float | None
-    optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None
+    model: GrowNet | None = None
+    grow: GrowResult | None = None
+    preservation_error: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,7 +86,7 @@ class TrialRunner:
         device: torch.device,
         reporter: Reporter,
         artifact_store: Any | None = None,
-        on_start: Callable[[], None] | None = None,
+        admission: AdmissionLock | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -83,22 +94,47 @@ class TrialRunner:
         self.device = device
         self.reporter = reporter
         self.artifact_store = artifact_store
-        self.on_start = on_start
+        self.admission = admission
         self.train_cfg = cfg.train
         self.directions = ["maximize"] + ["minimize"] * (len(cfg.search.objectives) - 1)
         self.checkpoint_root = Path(cfg.checkpoint_dir).resolve() / _safe(cfg.name)
+        self.lineage = LineagePublisher(store)
+        self.worker = {"host": socket.gethostname(), "pid": os.getpid()}
         self._probe: torch.Tensor | None = None
+        self._best_seen: float | None = None
+        self._slow_save_said = False
+        # trial number -> (model id, finish_model arguments), waiting for Optuna's verdict
+        self.pending: dict[int, tuple[int, dict[str, Any]]] = {}
+        self.reconciled_at = -1  # COMPLETE trials counted when the lineage was last reconciled
+
+    def settle(self, trial: FrozenTrial) -> None:
+        """After Optuna recorded the trial: finish its lineage row if it is COMPLETE."""
+        entry = self.pending.pop(trial.number, None)
+        if entry is None:
+            return
+        model_id, result = entry
+        if trial.state == TrialState.COMPLETE:
+            finish_row(self.store, model_id, result)
+        else:
+            self.store.fail_model(
+                model_id, "failed", f"Optuna recorded the trial {trial.state.name}"
+            )
 
     # ---- the objective ------------------------------------------------------------------
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        if self.on_start is not None:
-            self.on_start()  # the trial exists now: let the next worker be admitted
+        if self.admission is not None:
+            self.admission.release()  # the trial exists now: let the next worker be admitted
+        timer = PhaseTimer()
         model_id: int | None = None
         try:
-            child = self._make_child(trial)
-            model_id = self._start_record(trial, child)
-            return self._train_and_persist(trial, child, model_id)
+            child = self._propose_child(trial, timer)
+            self._grow(trial, child, timer)
+            with timer.phase("db"):
+                model_id = self._start_record(trial, child)
+                self._refuse_concurrent_duplicate(child, model_id)
+            return self._train_and_persist(trial, child, model_id, timer)
         except optuna.TrialPruned as e:
+            trial.set_user_attr("prune_reason", str(e)[:2000])
             if model_id is not None:
                 self.store.fail_model(model_id, "pruned", str(e) or "pruned")
             self.reporter.trial_pruned(trial.number, str(e))
@@ -113,81 +149,135 @@ class TrialRunner:
             raise
 
     # ---- steps --------------------------------------------------------------------------
-    def _make_child(self, trial: optuna.Trial) -> _Child:
+    def _propose_child(self, trial: optuna.Trial, timer: PhaseTimer) -> _Child:
+        """Parent and mutation, checked on specs alone: a child that breaks a constraint or
+        repeats a sibling is refused before any tensor is loaded."""
         cfg = self.cfg
-        parent = self._parent_for(trial)
+        with timer.phase("select_parent"):
+            parent = self._parent_for(trial)
         if parent is None:
-            trial.set_user_attr(ROLE_ATTR, "seed")
-            model = build_model(cfg.model, seed=cfg.seed).to(self.device)
+            with timer.phase("db"):
+                self._check_constraints(trial, cfg.model)  # feasible: the config checked it
             self.reporter.trial_start(trial.number, None, "seed", cfg.model)
-            return _Child(cfg.model, model, None, None, None, None)
-
+            return _Child(cfg.model, None, None)
         parent_spec = Spec.from_dict(parent.spec)
         try:
-            proposal = propose(trial, parent_spec, cfg.search)
-        except NoPlaceError as e:
+            with timer.phase("propose"):
+                proposal = propose(trial, parent_spec, cfg.search)
+        except (NoPlaceError, TransformError) as e:
             raise optuna.TrialPruned(str(e)) from None
-        try:
-            ckpt = load_checkpoint(parent.checkpoint, expected_sha256=parent.sha256, device="cpu")
-        except CheckpointError as e:
-            # Never choose this parent again; the study goes on from another one.
-            self.store.mark_checkpoint_lost(parent.model_id, str(e))
-            raise
-        grow = apply_operations(
-            parent_spec,
-            ckpt.state_dict,
-            proposal.operations,
-            np.random.default_rng([cfg.seed, trial.number]),
-            init=cfg.search.init,
-            optimizer_state=ckpt.optimizer_state if cfg.search.optimizer_state == "grow" else None,
-        )
-        self._check_constraints(grow.spec)
-        duplicate = self.store.find_duplicate(cfg.name, parent.model_id, grow.spec.hash)
-        if duplicate is not None:
-            trial.set_user_attr("duplicate_of_model", duplicate.model_id)
+        with timer.phase("db"):
+            self._check_constraints(trial, proposal.spec)
+            twin = self._sibling_with(parent.model_id, proposal.spec.hash, before=None)
+        if twin is not None:
+            trial.set_user_attr("duplicate_of_model", twin.model_id)
             raise optuna.TrialPruned(
-                f"duplicate child: model {duplicate.model_id} (trial {duplicate.trial_number}) "
-                "already has this architecture from the same parent"
+                f"duplicate child: model {twin.model_id} (trial {twin.trial_number}, "
+                f"{twin.status}) already has this architecture from the same parent"
             )
-        self.reporter.trial_start(trial.number, parent, _op_label(proposal), grow.spec)
-        parent_model = build_model(parent_spec)
-        parent_model.load_state_dict(ckpt.state_dict, strict=True)
-        parent_model.to(self.device)
-        model = build_model(grow.spec)
-        model.load_state_dict(grow.state_dict, strict=True)
-        model.to(self.device)
-        result = check_preservation(
-            parent_model, model, self._probe_batch(), rtol=cfg.search.preservation_rtol
-        )
+        self.reporter.trial_start(trial.number, parent, _op_label(proposal), proposal.spec)
+        return _Child(proposal.spec, parent, proposal)
+
+    def _grow(self, trial: optuna.Trial, child: _Child, timer: PhaseTimer) -> None:
+        """Build the child's weights: the seed from scratch, others from the parent's checkpoint
+        through the exact transform, gated by the preservation check."""
+        cfg = self.cfg
+        if child.parent is None:
+            with timer.phase("transform"):
+                child.model = build_model(cfg.model, seed=cfg.seed).to(self.device)
+            return
+        parent, proposal = child.parent, child.proposal
+        assert proposal is not None
+        with timer.phase("load_parent"):
+            try:
+                ckpt = load_checkpoint(
+                    parent.checkpoint, expected_sha256=parent.sha256, device="cpu"
+                )
+            except CheckpointError as e:
+                # Never choose this parent again; the study goes on from another one.
+                self.store.mark_checkpoint_lost(parent.model_id, str(e))
+                raise CheckpointError(
+                    f"parent model {parent.model_id} (trial {parent.trial_number}) lost its "
+                    f"checkpoint and is no longer a parent: {e}"
+                ) from None
+        with timer.phase("transform"):
+            # A retry draws the same random split as the attempt it replaces.
+            origin = _retried_from(trial)
+            grow = apply_operations(
+                Spec.from_dict(parent.spec),
+                ckpt.state_dict,
+                proposal.operations,
+                np.random.default_rng([cfg.seed, trial.number if origin is None else origin]),
+                init=cfg.search.init,
+                optimizer_state=ckpt.optimizer_state
+                if cfg.search.optimizer_state == "grow"
+                else None,
+            )
+            parent_model = build_model(Spec.from_dict(parent.spec))
+            parent_model.load_state_dict(ckpt.state_dict, strict=True)
+            parent_model.to(self.device)
+            model = build_model(grow.spec)
+            model.load_state_dict(grow.state_dict, strict=True)
+            model.to(self.device)
+        with timer.phase("preservation"):
+            probe = self._probe_batch()
+            result = check_preservation(
+                parent_model, model, probe, rtol=cfg.search.preservation_rtol
+            )
         error = float(result.max_abs_error)
-        trial.set_user_attr("preservation_error", _json_float(error))
-        trial.set_user_attr("preservation_tolerance", _json_float(result.tolerance))
         if grow.exact and not result.ok:
+            trial.set_user_attr("preservation_error", _json_float(error))
             raise PreservationError(_op_label(proposal), error, result.tolerance)
-        check = {
+        child.spec, child.model, child.grow, child.preservation_error = (
+            grow.spec,
+            model,
+            grow,
+            error,
+        )
+        child.info = {
+            **grow.info,
             "preservation_tolerance": _json_float(result.tolerance),
             "max_parent_output": _json_float(result.max_parent_output),
-            "probe_size": int(self._probe_batch().shape[0]),
+            "probe_size": int(probe.shape[0]),
         }
-        return _Child(grow.spec, model, parent, proposal, grow, error, grow.optimizer_state, check)
 
     def _parent_for(self, trial: optuna.Trial) -> ModelRecord | None:
-        """None means: this trial trains the seed."""
+        """None means: this trial trains the seed. A parent that failed, diverged, was killed or
+        lost its checkpoint is never returned (the policies only see finished models)."""
         cfg = self.cfg
         # A heartbeat retry carries the killed attempt's user attributes: same parent.
-        retried_parent = trial.user_attrs.get("parent_model_id")
-        if retried_parent is not None:
-            return self.store.get_model(int(retried_parent))
+        retried = trial.user_attrs.get("parent_model_id")
+        if retried is not None:
+            parent = self.store.get_model(int(retried))
+            if parent is not None and parent.status == "finished":
+                return parent
+            self.reporter.line(
+                f"[trial {trial.number}] the retried attempt's parent model {retried} is "
+                f"{parent.status if parent else 'gone'}; choosing another parent"
+            )
         if trial.user_attrs.get(ROLE_ATTR) == "seed":
             return None
         while True:
             parent = select_parent(trial, self.store, cfg.name, cfg.search, self.directions)
             if parent is not None:
                 return parent
-            # No finished model yet: wait for a seed that is being trained, or become the seed.
-            if not self._seed_pending(trial):
+            # Nothing has finished yet: wait for the seed being trained, or become the seed.
+            if self._claim_seed(trial):
                 return None
             time.sleep(SEED_WAIT_S)
+
+    def _claim_seed(self, trial: optuna.Trial) -> bool:
+        """Under the admission lock, so two waiting trials never both become seeds."""
+        if self.admission is not None:
+            self.admission.acquire()
+        try:
+            if self._seed_pending(trial) or self.store.best(self.cfg.name) is not None:
+                return False
+            trial.set_user_attr(ROLE_ATTR, "seed")
+            return True
+        finally:
+            if self.admission is not None:
+                self.admission.release()
 
     def _seed_pending(self, trial: optuna.Trial) -> bool:
         states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -196,25 +286,69 @@ class TrialRunner:
                 return True
         return False
 
-    def _check_constraints(self, spec: Spec) -> None:
+    def _check_constraints(self, trial: optuna.Trial, spec: Spec) -> None:
+        """max_params / max_depth. The values are also Optuna constraints (<= 0 is feasible), so
+        constraint-aware samplers (TPE, NSGA-II, GP) learn to avoid the infeasible region; that
+        is what replaces pruning in multi-objective studies."""
         s = self.cfg.search
-        if s.max_params is not None and spec.num_params > s.max_params:
+        values: dict[str, float] = {}
+        problems = []
+        if s.max_params is not None:
+            values["max_params"] = spec.num_params / s.max_params - 1.0
+            if spec.num_params > s.max_params:
+                problems.append(
+                    f"child has {spec.num_params} parameters > search.max_params {s.max_params}"
+                )
+        if s.max_depth is not None:
+            values["max_depth"] = float(spec.depth - s.max_depth)
+            if spec.depth > s.max_depth:
+                problems.append(f"child depth {spec.depth} > search.max_depth {s.max_depth}")
+        with warnings.catch_warnings():
+            # A heartbeat retry inherits its attempt's (identical) constraint values.
+            warnings.simplefilter("ignore")
+            for key, value in values.items():
+                trial.set_constraint(key, value)
+        if problems:
+            raise optuna.TrialPruned("; ".join(problems) + " (not trained)")
+
+    def _sibling_with(
+        self, parent_id: int, spec_hash: str, before: int | None
+    ) -> ModelRecord | None:
+        """A running or finished child of ``parent_id`` with this spec (older than model
+        ``before`` when given)."""
+        for m in self.store.children(parent_id):
+            older = before is None or m.model_id < before
+            if m.spec_hash == spec_hash and m.status in LIVE and older:
+                return m
+        return None
+
+    def _refuse_concurrent_duplicate(self, child: _Child, model_id: int) -> None:
+        """Two workers may propose the same child at the same moment; both rows exist now, and
+        the younger one gives way (no lock needed)."""
+        if child.parent is None:
+            return
+        twin = self._sibling_with(child.parent.model_id, child.spec.hash, before=model_id)
+        if twin is not None:
             raise optuna.TrialPruned(
-                f"child has {spec.num_params} parameters > search.max_params {s.max_params}"
+                f"duplicate child: model {twin.model_id} (trial {twin.trial_number}) started "
+                "the same architecture from the same parent at the same time"
             )
-        if s.max_depth is not None and spec.depth > s.max_depth:
-            raise optuna.TrialPruned(f"child depth {spec.depth} > search.max_depth {s.max_depth}")
 
     def _start_record(self, trial: optuna.Trial, child: _Child) -> int:
-        parent = child.parent
-        ops = [op.to_dict() for op in child.proposal.operations] if child.proposal else []
+        parent, proposal = child.parent, child.proposal
+        ops = [op.to_dict() for op in proposal.operations] if proposal else []
         operation = "+".join(op["name"] for op in ops) if ops else "seed"
-        info: dict[str, Any] = dict(child.grow.info) if child.grow else {}
-        info.update(child.info)
+        generation = (parent.generation + 1) if parent else 0
+        info: dict[str, Any] = dict(child.info)
         info["init"] = self.cfg.search.init if parent else "scratch"
-        retried = trial.user_attrs.get("model_id")
-        if retried is not None:
-            info["retry_of_model"] = retried
+        info["worker"] = self.worker
+        if proposal is not None:
+            info["lr"] = proposal.lr
+            info["epochs"] = proposal.epochs
+        retried_model = trial.user_attrs.get("model_id")
+        if retried_model is not None:
+            info["retry_of_model"] = retried_model
+            info["retry_of_trial"] = _retried_from(trial)
         model_id = self.store.start_model(
             study=self.cfg.name,
             trial_number=trial.number,
@@ -225,100 +359,188 @@ class TrialRunner:
             spec_hash=child.spec.hash,
             num_params=child.spec.num_params,
             flops=child.spec.flops,
-            generation=(parent.generation + 1) if parent else 0,
+            generation=generation,
             info=info,
         )
         attrs: dict[str, Any] = {
             "model_id": model_id,
-            "parent_trial": parent.trial_number if parent else None,
             "parent_model_id": parent.model_id if parent else None,
+            "parent_trial": parent.trial_number if parent else None,
             "operation": operation,
             "operation_args": ops,
             "params": child.spec.num_params,
             "flops": child.spec.flops,
-            "generation": (parent.generation + 1) if parent else 0,
+            "generation": generation,
             "spec_hash": child.spec.hash,
             "spec": child.spec.summary(),
             "preservation_error": _json_float(child.preservation_error),
         }
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        write_attrs(trial, attrs)
         return model_id
 
     def _train_and_persist(
-        self, trial: optuna.Trial, child: _Child, model_id: int
+        self, trial: optuna.Trial, child: _Child, model_id: int, timer: PhaseTimer
     ) -> float | tuple[float, ...]:
         cfg = self.cfg
+        assert child.model is not None
         seed_model = child.parent is None
         epochs = cfg.train.epochs_for_seed if seed_model else cfg.train.epochs_per_trial
+        if child.proposal is not None and child.proposal.epochs is not None:
+            epochs = child.proposal.epochs
         lr = child.proposal.lr if child.proposal and child.proposal.lr else None
-        optimizer = make_optimizer(child.model, self.train_cfg, lr=lr)
-        if child.optimizer_state:
-            load_optimizer_state_by_name(optimizer, child.model, child.optimizer_state)
+        # Optuna cannot prune multi-objective trials; and the seed, the root of every
+        # lineage, is never pruned.
+        prunable = len(cfg.search.objectives) == 1 and not seed_model
         single = len(cfg.search.objectives) == 1
+        epoch_db = 0.0
 
         def on_epoch(r: EpochResult) -> None:
+            nonlocal epoch_db
+            start = time.perf_counter()
             self.store.add_evaluation(
                 model_id, r.epoch, r.val_accuracy, r.val_loss, r.train_loss, r.seconds
             )
             self.reporter.epoch(trial.number, r, epochs)
-            if single:  # Optuna cannot prune multi-objective trials
+            if single:  # multi-objective trials cannot report intermediate values
                 trial.report(r.val_accuracy, r.epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(
-                        f"pruned by {type(trial.study.pruner).__name__} at epoch {r.epoch} "
-                        f"(val_accuracy {r.val_accuracy:.4f})"
-                    )
+            prune = prunable and trial.should_prune()
+            epoch_db += time.perf_counter() - start
+            if prune:
+                raise optuna.TrialPruned(
+                    f"pruned by {type(trial.study.pruner).__name__} at epoch {r.epoch} "
+                    f"(val_accuracy {r.val_accuracy:.4f})"
+                )
 
-        torch.manual_seed(cfg.seed * 100_003 + trial.number)
-        result = train(
-            child.model,
-            self.data,
-            self.train_cfg,
-            epochs=epochs,
-            optimizer=optimizer,
-            generator_seed=cfg.seed * 100_003 + trial.number,
-            on_epoch=on_epoch,
-            lr=lr,
-        )
+        try:
+            with timer.phase("training"):
+                optimizer = make_optimizer(child.model, self.train_cfg, lr=lr)
+                if child.grow is not None and child.grow.optimizer_state:
+                    load_optimizer_state_by_name(optimizer, child.model, child.grow.optimizer_state)
+                torch.manual_seed(cfg.seed * 100_003 + trial.number)
+                result = train(
+                    child.model,
+                    self.data,
+                    self.train_cfg,
+                    epochs=epochs,
+                    optimizer=optimizer,
+                    generator_seed=cfg.seed * 100_003 + trial.number,
+                    on_epoch=on_epoch,
+                    lr=lr,
+                )
+        finally:
+            timer.move("training", "db", epoch_db)  # per-epoch writes are database time
         acc = float(result.final.val_accuracy)
         objectives = [acc] + [
             float(child.spec.num_params if o == "params" else child.spec.flops)
             for o in cfg.search.objectives[1:]
         ]
         path = self.checkpoint_root / f"model-{model_id:06d}.safetensors"
-        opt_state = (
-            optimizer_state_by_name(optimizer, child.model)
-            if cfg.search.optimizer_state == "grow"
-            else None
-        )
-        sha = save_checkpoint(
-            path,
-            child.spec,
-            {k: v.detach() for k, v in child.model.state_dict().items()},
-            optimizer_state=opt_state,
-            metadata={"study": cfg.name, "model_id": model_id, "trial": trial.number},
-        )
-        self.store.finish_model(
+        with timer.phase("checkpoint_save"):
+            opt_state = (
+                optimizer_state_by_name(optimizer, child.model)
+                if cfg.search.optimizer_state == "grow"
+                else None
+            )
+            sha = save_checkpoint(
+                path,
+                child.spec,
+                {k: v.detach() for k, v in child.model.state_dict().items()},
+                optimizer_state=opt_state,
+                metadata={"study": cfg.name, "model_id": model_id, "trial": trial.number},
+            )
+        self._check_save_time(timer.seconds["checkpoint_save"])
+        with timer.phase("dashboard"):
+            artifact_id = self._upload(trial, path)
+            self._maybe_lineage(trial.study)
+        note = note_attrs(trial, trial_note(child, acc))
+        timings = timer.as_dict()
+        with timer.phase("db"):
+            attrs = {
+                "checkpoint": str(path),
+                "checkpoint_artifact": artifact_id,
+                "sha256": sha,
+                "train_seconds": round(result.seconds, 6),
+            }
+            write_attrs(trial, {**attrs, "timings": timings}, note)
+            if note is None:
+                from optuna_dashboard import save_note
+
+                save_note(trial, trial_note(child, acc))
+        # The lineage row is finished only after Optuna has recorded the trial COMPLETE
+        # (``settle``, called from the worker's optimize callback), so a finished row always
+        # belongs to a COMPLETE trial and a parent is never a killed attempt. Everything needed
+        # is in the trial's attributes, so ``reconcile`` can finish a row whose worker died in
+        # between.
+        self.pending[trial.number] = (
             model_id,
-            val_accuracy=acc,
-            objectives=objectives,
-            checkpoint=str(path),
-            sha256=sha,
-            preservation_error=child.preservation_error,
-            train_seconds=result.seconds,
+            {
+                "val_accuracy": acc,
+                "objectives": objectives,
+                "checkpoint": str(path),
+                "sha256": sha,
+                "preservation_error": child.preservation_error,
+                "train_seconds": result.seconds,
+                "info": {"timings": timings},
+            },
         )
-        trial.set_user_attr("checkpoint", str(path))
-        trial.set_user_attr("train_seconds", round(result.seconds, 3))
-        publish_trial(trial, self.artifact_store, path, child, acc)
-        best = self.store.best(cfg.name)
-        self.reporter.trial_done(trial.number, acc, best.val_accuracy if best else acc, result)
+        known = (self._best_seen, acc, child.parent.val_accuracy if child.parent else None)
+        self._best_seen = max(v for v in known if v is not None)
+        self.reporter.trial_done(trial.number, acc, self._best_seen, result)
         return acc if single else tuple(objectives)
+
+    def _upload(self, trial: optuna.Trial, path: Path) -> str | None:
+        if self.artifact_store is None:
+            return None
+        try:
+            return upload_checkpoint(trial, self.artifact_store, path)
+        except Exception as e:  # reported; the trial keeps its result and its checkpoint
+            self.reporter.line(f"[trial {trial.number}] note: checkpoint artifact not saved: {e}")
+            return None
+
+    def _maybe_lineage(self, study: optuna.Study) -> None:
+        try:
+            self.lineage.maybe_publish(study)
+        except Exception as e:  # a figure is not worth failing a trained model over
+            self.reporter.line(f"note: could not save the lineage figure: {e}")
+
+    def _check_save_time(self, seconds: float) -> None:
+        """Writing a checkpoint holds the GIL, so no heartbeat is sent meanwhile; warn before a
+        slower write lets other workers declare this live trial dead."""
+        window = checkpoint_window(self.cfg.workers)
+        if seconds > window / 2 and not self._slow_save_said:
+            self._slow_save_said = True
+            self.reporter.line(
+                f"warning: writing a checkpoint took {seconds:.1f}s, more than half of the "
+                f"{window:.0f}s a worker may stay silent (workers.grace_period - "
+                "workers.heartbeat_interval); raise workers.grace_period to at least "
+                f"{math.ceil(2 * seconds + self.cfg.workers.heartbeat_interval)}"
+            )
 
     def _probe_batch(self) -> torch.Tensor:
         if self._probe is None:
             self._probe = self.data.probe(self.cfg.search.probe_size)
         return self._probe
+
+
+def finish_row(store: LineageStore, model_id: int, result: dict[str, Any]) -> None:
+    """Finish a running row; a row that another worker's ``reconcile`` finished meanwhile (from
+    the same trial attributes) is left as it is."""
+    try:
+        store.finish_model(model_id, **result)
+    except ValueError:
+        record = store.get_model(model_id)
+        if record is None or record.status != "finished":
+            raise
+
+
+def _retried_from(trial: optuna.Trial) -> int | None:
+    """The number of the first attempt when this trial is a heartbeat retry, else None. Only
+    enqueued trials (the seed, retries) start with user attributes, so others skip the read."""
+    if not trial.user_attrs:
+        return None
+    system = trial.storage.get_trial_system_attrs(trial._trial_id)
+    origin = system.get("failed_trial")  # set by RetryHeartbeatStaleTrialCallback
+    return None if origin is None else int(origin)
 
 
 def _op_label(proposal: Proposal | None) -> str:
@@ -328,7 +550,9 @@ def _op_label(proposal: Proposal | None) -> str:
     for op in proposal.operations:
         args = ", ".join(f"{k}={v}" for k, v in op.args.items())
         parts.append(f"{op.name}({op.target}{', ' + args if args else ''})")
-    return " + ".join(parts)
+    extra = [f"lr={proposal.lr:.3g}"] if proposal.lr else []
+    extra += [f"epochs={proposal.epochs}"] if proposal.epochs else []
+    return " + ".join(parts) + (f" [{', '.join(extra)}]" if extra else "")
 
 
 def _json_float(x: float | None) -> float | None:

@@ -17,12 +17,14 @@ from growsearch.storage_url import make_engine_kwargs, redact
 
 __all__ = [
     "ROLE_ATTR",
+    "count_states",
     "directions",
     "make_pruner",
     "make_sampler",
     "make_storage",
     "open_study",
     "quiet_optuna",
+    "reseedable",
 ]
 
 ROLE_ATTR = "growsearch_role"  # user attribute on the enqueued seed trial
@@ -84,11 +86,26 @@ def _by_name(kind: str, name: str, table: dict[str, str], module: Any) -> type:
     return cls
 
 
-def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+# Samplers that keep no state between trials besides their random generator: each trial can get
+# a sampler seeded from (seed, trial number). One worker stays reproducible, and concurrent
+# workers, which would otherwise draw the same proposals from equally seeded generators, differ.
+PER_TRIAL_SEEDED = ("TPESampler", "RandomSampler", "GPSampler", "NSGAIISampler", "NSGAIIISampler")
+
+
+def reseedable(cfg: StudyConfig) -> bool:
+    """Whether ``make_sampler(cfg, trial_number=...)`` gives a sampler per trial."""
+    cls_name = SAMPLERS.get(cfg.search.sampler.lower(), cfg.search.sampler)
+    return cls_name in PER_TRIAL_SEEDED and "seed" not in cfg.search.sampler_args
+
+
+def make_sampler(cfg: StudyConfig, trial_number: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler; with ``trial_number`` (see ``reseedable``), seeded for it."""
     cls = _by_name("sampler", cfg.search.sampler, SAMPLERS, optuna.samplers)
     kwargs = dict(cfg.search.sampler_args)
     if "seed" not in kwargs and cls is not optuna.samplers.GridSampler:
         kwargs["seed"] = cfg.seed
+        if trial_number is not None and cls.__name__ in PER_TRIAL_SEEDED:
+            kwargs["seed"] = (cfg.seed * 1_000_003 + trial_number) % 2**32
     if cls is optuna.samplers.TPESampler and "n_startup_trials" not in kwargs:
         # Few trials per study are the norm here; start modelling early.
         kwargs["n_startup_trials"] = 5
@@ -140,6 +157,8 @@ def open_study(cfg: StudyConfig, storage: RDBStorage, *, create: bool = True) ->
         )
     except KeyError:
         raise StorageError(f"no study named '{cfg.name}' in {redact(storage.url)}") from None
+    if study.metric_names is None and len(study.directions) == len(names):
+        study.set_metric_names(names)  # optuna-dashboard labels the objectives with these
     if len(study.directions) != len(names):
         raise ConfigError(
             f"study '{cfg.name}' exists with {len(study.directions)} objective(s) but the config "

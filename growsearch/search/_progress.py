@@ -1,7 +1,8 @@
 """Progress output: one line per event, readable in a terminal, a log file or CI.
 
-On a terminal an epoch progress bar (tqdm) sits under the lines; elsewhere only plain lines are
-written, so logs stay clean.
+On a terminal two tqdm bars sit under the lines: finished trials out of ``n_trials`` and the
+running trial's epochs; elsewhere only plain lines are written (each "done" line says how many
+trials have finished), so logs stay clean.
 """
 
 from __future__ import annotations
@@ -30,13 +31,17 @@ class Reporter:
         self.quiet = quiet
         self.bars = self.stream.isatty() if bars is None else bars
         self._bar: Any = None
+        self._trials_bar: Any = None
         self._t0: dict[int, float] = {}
+        self.finished: int | None = None  # COMPLETE trials of the study, as the worker last saw
 
     def line(self, text: str) -> None:
         if self.quiet:
             return
-        if self._bar is not None:
-            self._bar.write(f"{self.prefix}{text}", file=self.stream)
+        if self._bar is not None or self._trials_bar is not None:
+            from tqdm import tqdm
+
+            tqdm.write(f"{self.prefix}{text}", file=self.stream)
         else:
             print(f"{self.prefix}{text}", file=self.stream, flush=True)
 
@@ -44,6 +49,33 @@ class Reporter:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def study_progress(self, finished: int) -> None:
+        """The worker counted ``finished`` COMPLETE trials (all workers together)."""
+        self.finished = finished
+        if not (self.bars and not self.quiet):
+            return
+        if self._trials_bar is None:
+            from tqdm import tqdm
+
+            self._trials_bar = tqdm(
+                total=self.n_trials,
+                initial=finished,
+                desc="trials",
+                unit="trial",
+                position=0,
+                leave=True,
+                file=self.stream,
+            )
+        else:
+            self._trials_bar.n = finished
+            self._trials_bar.refresh()
+
+    def close(self) -> None:
+        self._close_bar()
+        if self._trials_bar is not None:
+            self._trials_bar.close()
+            self._trials_bar = None
 
     def trial_start(self, number: int, parent: Any, op: str, spec: Spec) -> None:
         self._t0[number] = time.perf_counter()
@@ -58,15 +90,19 @@ class Reporter:
             if self._bar is None:
                 from tqdm import tqdm
 
+                # Made after the first epoch, so tqdm's own rate would be wrong: show the
+                # epoch's measured seconds instead.
                 self._bar = tqdm(
                     total=epochs,
                     desc=f"trial {number}",
                     leave=False,
                     file=self.stream,
-                    unit="epoch",
+                    position=1 if self._trials_bar is not None else 0,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs"
+                    "{postfix}",
                 )
             self._bar.update(1)
-            self._bar.set_postfix(val_acc=f"{r.val_accuracy:.4f}")
+            self._bar.set_postfix_str(f"val_acc {r.val_accuracy:.4f}, {r.seconds:.2f}s/epoch")
         else:
             self.line(
                 f"[trial {number}]   epoch {r.epoch}/{epochs} loss {r.train_loss:.4f} "
@@ -76,10 +112,16 @@ class Reporter:
     def trial_done(self, number: int, acc: float, best: float, result: Any) -> None:
         self._close_bar()
         took = time.perf_counter() - self._t0.pop(number, time.perf_counter())
+        if self.finished is not None:
+            self.finished += 1  # the worker's next count confirms it
+        count = "" if self.finished is None else f"; {self.finished}/{self.n_trials} finished"
         self.line(
             f"[trial {number}] done: val_acc {acc:.4f} (best {best:.4f}) in {took:.1f}s, "
-            f"{result.samples_per_second:,.0f} samples/s"
+            f"{result.samples_per_second:,.0f} samples/s{count}"
         )
+        if self._trials_bar is not None and self.finished is not None:
+            self._trials_bar.n = self.finished
+            self._trials_bar.refresh()
 
     def trial_pruned(self, number: int, reason: str) -> None:
         self._close_bar()

@@ -27,6 +27,8 @@ class NoPlaceError(Exception):
 class Proposal:
     operations: list[Operation]
     lr: float | None
+    epochs: int | None  # None: train.epochs_per_trial
+    spec: Spec  # the child's spec, known before any tensor is touched (constraints, duplicates)
 
 
 def _name(base: str, i: int) -> str:
@@ -60,7 +62,7 @@ def _one(trial: optuna.Trial, spec: Spec, search: SearchSection, i: int) -> Oper
 
 def propose(trial: optuna.Trial, spec: Spec, search: SearchSection) -> Proposal:
     """Sample up to ``max_ops_per_child`` operations, each placed on the spec the previous one
-    produced (so positions refer to the growing child)."""
+    produced (so positions refer to the growing child), and optionally lr and epochs."""
     n_ops = 1
     if search.max_ops_per_child > 1:
         n_ops = trial.suggest_int("n_operations", 1, search.max_ops_per_child)
@@ -69,14 +71,12 @@ def propose(trial: optuna.Trial, spec: Spec, search: SearchSection) -> Proposal:
     for i in range(n_ops):
         op = _one(trial, current, search, i)
         ops.append(op)
-        if i + 1 < n_ops:
-            current = _spec_after(current, op)
+        # Specs only, no weights: cheap, and it places the next operation on the grown child.
+        current = child_spec(current, op)
     lr = None
     if search.search_lr is not None:
         lr = trial.suggest_float("lr", search.search_lr[0], search.search_lr[1], log=True)
-    return Proposal(ops, lr)
-
-
-def _spec_after(spec: Spec, op: Operation) -> Spec:
-    """The child spec after one operation (weights are not needed to place the next one)."""
-    return child_spec(spec, op)
+    epochs = None
+    if search.search_epochs is not None:
+        epochs = trial.suggest_int("epochs", search.search_epochs[0], search.search_epochs[1])
+    return Proposal(ops, lr, epochs, current)

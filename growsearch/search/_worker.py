@@ -3,6 +3,7 @@ until the study has ``n_trials`` finished (COMPLETE) trials."""
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -11,21 +12,28 @@ from pathlib import Path
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
 from growsearch.checkpoints import AtomicFileSystemArtifactStore
 from growsearch.config import StudyConfig
 from growsearch.data import Dataset, DeviceData, load_dataset
 from growsearch.search._admission import AdmissionLock
-from growsearch.search._dashboard import publish_lineage
-from growsearch.search._objective import TrialRunner
-from growsearch.search._optuna import count_states, make_storage, open_study, quiet_optuna
+from growsearch.search._objective import TrialRunner, finish_row
+from growsearch.search._optuna import (
+    count_states,
+    make_sampler,
+    make_storage,
+    open_study,
+    quiet_optuna,
+    reseedable,
+)
 from growsearch.search._progress import Reporter
 from growsearch.store import LineageStore, SQLLineageStore
 from growsearch.training import select_device
 
 __all__ = ["WorkerSummary", "reconcile", "run_worker"]
 
-POLL_S = 1.0
+POLL_S = 0.5
 
 
 @dataclass
@@ -39,20 +47,40 @@ class WorkerSummary:
 
 
 def reconcile(study: optuna.Study, store: LineageStore) -> list[int]:
-    """Mark lineage rows of trials that ended FAIL without their worker saying so (killed
-    workers, detected by heartbeats) as ``killed``, so a finished row always means a COMPLETE
-    trial. Returns the trial numbers marked."""
-    failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    if not failed:
-        return []
-    stale = [
-        m.trial_number
-        for m in store.models(study.study_name)
-        if m.trial_number in failed and m.status in ("running", "finished")
-    ]
-    if stale:
-        store.mark_killed(study.study_name, stale, "worker died mid-trial (heartbeat expired)")
-    return stale
+    """Make the lineage agree with Optuna after workers died: rows of FAIL trials that are still
+    running or finished become ``killed``; running rows of COMPLETE trials (the worker died
+    between Optuna's record and its own) are finished from the trial's attributes. Afterwards a
+    finished row always means a COMPLETE trial. Returns the trial numbers changed."""
+    failed, complete = [], {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.COMPLETE)):
+        if t.state == TrialState.FAIL:
+            failed.append(t.number)
+        else:
+            complete[t.number] = t
+    changed = []
+    if failed and store.mark_killed(
+        study.study_name, failed, "worker died mid-trial (heartbeat expired)"
+    ):
+        changed += failed
+    for row in store.models(study.study_name, status="running"):
+        t = complete.get(row.trial_number)
+        if t is None or "sha256" not in t.user_attrs:
+            continue
+        finish_row(
+            store,
+            row.model_id,
+            {
+                "val_accuracy": t.values[0],
+                "objectives": list(t.values),
+                "checkpoint": t.user_attrs["checkpoint"],
+                "sha256": t.user_attrs["sha256"],
+                "preservation_error": t.user_attrs.get("preservation_error"),
+                "train_seconds": t.user_attrs.get("train_seconds"),
+                "info": {"timings": t.user_attrs.get("timings"), "finished_by": "reconcile"},
+            },
+        )
+        changed.append(row.trial_number)
+    return changed
 
 
 def _load_data(
@@ -63,6 +91,42 @@ def _load_data(
         dataset = load_dataset(cfg.data, seed=cfg.seed)
     d = cfg.data
     return DeviceData(dataset, device, d.batch_size, d.max_device_bytes), device
+
+
+class _Reaper(threading.Thread):
+    """Fails the trials of dead workers every heartbeat interval, so their retries are queued
+    within the grace period (plus one interval) even while every live worker is busy training;
+    the worker loop alone would notice only between its own trials."""
+
+    def __init__(self, study: optuna.Study, interval: float, reporter: Reporter) -> None:
+        super().__init__(name="growsearch-reaper", daemon=True)
+        self.study, self.interval, self.reporter = study, interval, reporter
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(self.study)
+            except Exception as e:  # a database hiccup: the next round tries again
+                self.reporter.line(f"note: checking for dead workers failed: {e}")
+
+
+def _open(cfg: StudyConfig, store: LineageStore, reporter: Reporter, create: bool) -> optuna.Study:
+    """Tables, study and seed trial, created by whichever worker comes first. Callers hold the
+    admission lock: workers started at the same moment on an empty database would otherwise
+    race to create the same tables (PostgreSQL refuses the loser) and the seed."""
+
+    def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+        store.mark_killed(cfg.name, [trial.number], "worker died mid-trial (heartbeat expired)")
+        reporter.line(f"[trial {trial.number}] its worker died; the trial is retried")
+
+    store.create_study(cfg.name, cfg.to_dict())
+    storage = make_storage(cfg, cfg.storage, on_stale=on_stale)
+    study = open_study(cfg, storage, create=create)
+    reconcile(study, store)
+    return study
 
 
 def run_worker(
@@ -77,90 +141,109 @@ def run_worker(
     quiet_optuna()
     reporter = reporter or Reporter(cfg.n_trials)
     data, torch_device = _load_data(cfg, device, dataset)  # bad data fails here, before any write
-    store = SQLLineageStore(cfg.storage)
-    store.create_study(cfg.name, cfg.to_dict())
-
-    def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-        store.mark_killed(cfg.name, [trial.number], "worker died mid-trial (heartbeat expired)")
-        reporter.line(f"[trial {trial.number}] its worker died; the trial is retried")
-
-    storage = make_storage(cfg, cfg.storage, on_stale=on_stale)
-    study = open_study(cfg, storage, create=create)
-    reconcile(study, store)
     lock = AdmissionLock(cfg.storage, cfg.name)
+    lock.acquire()
+    try:
+        store = SQLLineageStore(cfg.storage)
+        study = _open(cfg, store, reporter, create)
+    except BaseException:
+        lock.close()
+        raise
+    lock.release()
     # One artifact folder for every study under checkpoint_dir, so the dashboard needs one store.
     artifacts = AtomicFileSystemArtifactStore(Path(cfg.checkpoint_dir).resolve() / "artifacts")
-    runner = TrialRunner(cfg, store, data, torch_device, reporter, artifacts, on_start=lock.release)
+    runner = TrialRunner(cfg, store, data, torch_device, reporter, artifacts, admission=lock)
+    reaper = _Reaper(study, cfg.workers.heartbeat_interval, reporter)
+    if make_url(cfg.storage).get_backend_name() != "sqlite":  # SQLite: this is the only worker
+        reaper.start()
+    try:
+        return _loop(cfg, study, runner, lock, reporter)
+    finally:
+        if reaper.is_alive():
+            reaper.stop.set()
+            reaper.join(timeout=30)
+        lock.close()
+        reporter.close()
+        try:
+            runner.lineage.publish(study)
+        except Exception as e:  # a figure is not worth losing the run over
+            reporter.line(f"note: could not save the lineage figure: {e}")
+
+
+def _loop(
+    cfg: StudyConfig,
+    study: optuna.Study,
+    runner: TrialRunner,
+    lock: AdmissionLock,
+    reporter: Reporter,
+) -> WorkerSummary:
     summary = WorkerSummary()
     last: list[FrozenTrial] = []
     failures_in_row = 0
     t0 = time.monotonic()
     waiting_said = False
-    try:
-        while True:
-            budget = cfg.search.time_budget_s
-            if budget is not None and time.monotonic() - t0 >= budget:
-                summary.stopped_because = f"time budget of {budget:.0f}s used"
-                break
-            lock.acquire()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
-                counts = count_states(study)
-                done = counts[TrialState.COMPLETE]
-                if done >= cfg.n_trials:
-                    summary.stopped_because = f"{done} trials finished (n_trials = {cfg.n_trials})"
-                    break
-                if (
-                    counts[TrialState.WAITING] == 0
-                    and done + counts[TrialState.RUNNING] >= cfg.n_trials
-                ):
-                    # The rest are running elsewhere; wait in case one of them fails.
-                    lock.release()
-                    if not waiting_said:
-                        reporter.line(
-                            f"waiting: {counts[TrialState.RUNNING]} trial(s) running elsewhere "
-                            "finish the study"
-                        )
-                        waiting_said = True
-                    time.sleep(POLL_S)
-                    continue
-                last.clear()
-                study.optimize(
-                    runner,
-                    n_trials=1,
-                    catch=(Exception,),
-                    callbacks=[lambda s, t: last.append(t)],
-                )
-            finally:
-                lock.release()
-            if not last:
-                continue
-            trial = last[0]
-            summary.started += 1
-            summary.trial_numbers.append(trial.number)
-            if trial.state == TrialState.COMPLETE:
-                summary.completed += 1
-                failures_in_row = 0
-                if summary.completed % 5 == 0:
-                    publish_lineage(study, store)
-            else:
-                failures_in_row += 1
-                if trial.state == TrialState.PRUNED:
-                    summary.pruned += 1
-                else:
-                    summary.failed += 1
-                if failures_in_row >= cfg.workers.max_consecutive_failures:
-                    summary.stopped_because = (
-                        f"{failures_in_row} trials in a row did not finish; see the reasons above "
-                        "(raise workers.max_consecutive_failures to keep going)"
-                    )
-                    break
-    finally:
-        lock.close()
+    per_trial_sampler = reseedable(cfg)
+    while True:
+        budget = cfg.search.time_budget_s
+        if budget is not None and time.monotonic() - t0 >= budget:
+            summary.stopped_because = f"time budget of {budget:.0f}s used"
+            break
+        # Held from counting until the new trial exists (the objective releases it first
+        # thing), so concurrent workers never start more trials than the study still needs.
+        lock.acquire()
         try:
-            publish_lineage(study, store)
-        except Exception as e:  # a figure is not worth losing the run over
-            reporter.line(f"note: could not save the lineage figure: {e}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            counts = count_states(study)
+            done = counts[TrialState.COMPLETE]
+            reporter.study_progress(done)
+            if done != runner.reconciled_at:
+                reconcile(study, runner.store)
+                runner.reconciled_at = done
+            if done >= cfg.n_trials:
+                summary.stopped_because = f"{done} trials finished (n_trials = {cfg.n_trials})"
+                break
+            running = counts[TrialState.RUNNING]
+            if counts[TrialState.WAITING] == 0 and done + running >= cfg.n_trials:
+                # The rest are running elsewhere; wait in case one of them fails.
+                lock.release()
+                if not waiting_said:
+                    reporter.line(f"waiting: {running} trial(s) running elsewhere finish the study")
+                    waiting_said = True
+                time.sleep(POLL_S)
+                continue
+            waiting_said = False
+            if per_trial_sampler:
+                # Under the lock the next trial's number is the number of trials so far.
+                study.sampler = make_sampler(cfg, trial_number=sum(counts.values()))
+            last.clear()
+            study.optimize(
+                runner,
+                n_trials=1,
+                catch=(Exception,),
+                callbacks=[lambda s, t: (runner.settle(t), last.append(t))],
+            )
+        finally:
+            lock.release()
+        if not last:
+            continue
+        trial = last[0]
+        summary.started += 1
+        summary.trial_numbers.append(trial.number)
+        if trial.state == TrialState.COMPLETE:
+            summary.completed += 1
+            failures_in_row = 0
+            continue
+        failures_in_row += 1
+        if trial.state == TrialState.PRUNED:
+            summary.pruned += 1
+        else:
+            summary.failed += 1
+        if failures_in_row >= cfg.workers.max_consecutive_failures:
+            summary.stopped_because = (
+                f"{failures_in_row} trials in a row did not finish; see the reasons above "
+                "(raise workers.max_consecutive_failures to keep going)"
+            )
+            break
     return summary

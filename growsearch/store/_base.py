@@ -86,8 +86,10 @@ class LineageStore(abc.ABC):
         preservation_error: float | None = None,
         train_seconds: float | None = None,
         status: str = "finished",
+        info: dict[str, Any] | None = None,
     ) -> None:
-        """Record the result of a running model (status ``finished`` or ``pruned``)."""
+        """Record the result of a running model (status ``finished`` or ``pruned``); ``info``
+        is merged into the model's info (e.g. the trial's phase timings)."""
 
     @abc.abstractmethod
     def fail_model(self, model_id: int, status: str = "failed", reason: str = "") -> bool:

@@ -291,8 +291,10 @@ class SQLLineageStore(LineageStore):
         preservation_error: float | None = None,
         train_seconds: float | None = None,
         status: str = "finished",
+        info: dict[str, Any] | None = None,
     ) -> None:
         _check_status(status, ("finished", "pruned"))
+        extra = _plain(info or {}, "info")
         acc = _finite(val_accuracy, "val_accuracy", optional=False)
         objs = None if objectives is None else [
             _finite(v, f"objectives[{i}]", optional=False) for i, v in enumerate(objectives)
@@ -312,6 +314,8 @@ class SQLLineageStore(LineageStore):
             row.preservation_error = perr
             row.train_seconds = secs
             row.finished_at = _now()
+            if extra:
+                row.info = {**(row.info or {}), **extra}
 
     def fail_model(self, model_id: int, status: str = "failed", reason: str = "") -> bool:
         _check_status(status, ("failed", "pruned", "killed", "interrupted"))
