@@ -223,6 +223,11 @@ def make_engine(url: str | URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        # WAL (a property of the file, so Optuna's connections use it too) lets readers work
+        # during a write, and with synchronous=NORMAL a commit costs about half as much; a
+        # crashed or killed process still loses no committed transaction (only a power cut could).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
