@@ -275,24 +275,17 @@ def _check_search(c: _Checker, raw: Any) -> SearchSection:
         d["operations"] = tuple(ops)
     c.choice(d, "parent", "search", PARENT_POLICIES)
     c.integer(d, "top_k", "search", 1)
-    if "sampler" in d:
-        name = d["sampler"]
-        if not isinstance(name, str) or (
-            name.lower() not in SAMPLERS and name not in SAMPLERS.values()
+    for key, table, example in (
+        ("sampler", SAMPLERS, "TPESampler"),
+        ("pruner", PRUNERS, "MedianPruner"),
+    ):
+        name = d.get(key)
+        if key in d and (
+            not isinstance(name, str) or (name.lower() not in table and name not in table.values())
         ):
-            hint = did_you_mean(str(name), list(SAMPLERS))
             c.fail(
-                f"search.sampler: unknown sampler {name!r}{hint}; choose one of "
-                f"{', '.join(SAMPLERS)} (or an Optuna class name such as TPESampler)"
-            )
-    if "pruner" in d:
-        name = d["pruner"]
-        if not isinstance(name, str) or (
-            name.lower() not in PRUNERS and name not in PRUNERS.values()
-        ):
-            hint = did_you_mean(str(name), list(PRUNERS))
-            c.fail(
-                f"search.pruner: unknown pruner {name!r}{hint}; choose one of {', '.join(PRUNERS)}"
+                f"search.{key}: unknown {key} {name!r}{did_you_mean(str(name), list(table))}; "
+                f"choose one of {', '.join(table)} (or an Optuna class name such as {example})"
             )
     for key in ("sampler_args", "pruner_args"):
         if key in d and not isinstance(d[key], dict):
