@@ -60,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
         f"{best.val_accuracy:.4f}, {best.num_params:,} parameters"
     )
     print(f"checkpoint: {best.checkpoint} (sha256 {best.sha256})")
-    print(f"ancestry, seed first ({len(ancestry)} generations):")
+    print(f"ancestry, seed first ({len(ancestry)} models, generations 0-{best.generation}):")
     print(format_records(ancestry, "table"))
     return 0

@@ -26,9 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--storage", help="database URL (instead of STUDY.yaml)")
     p.add_argument("--checkpoint-dir", help="where the checkpoints (artifacts) are")
     p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind; the default keeps it on this machine"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: only this machine can connect)",
     )
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080, help="port to serve on (default 8080)")
     p.set_defaults(func=run)
 
 

@@ -37,6 +37,15 @@ def run(args: argparse.Namespace) -> int:
 
     from growsearch.checkpoints import load_model, save_checkpoint
 
+    if args.onnx:
+        import importlib.util
+
+        missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise UserError(
+                f"--onnx needs {' and '.join(missing)}: pip install 'growsearch[onnx]' "
+                "(or pip install onnx onnxscript)"
+            )
     store = open_store(args.storage, args.study)
     record = store.get_model(args.model_id)
     if record is None:
@@ -72,10 +81,6 @@ def run(args: argparse.Namespace) -> int:
         torch.export.save(program, str(out.with_suffix(".pt2")))
         written.append(out.with_suffix(".pt2"))
     if args.onnx:
-        try:
-            import onnx  # noqa: F401
-        except ImportError:
-            raise UserError("--onnx needs the onnx package: pip install onnx") from None
         torch.onnx.export(
             model,
             (example,),
@@ -85,5 +90,8 @@ def run(args: argparse.Namespace) -> int:
             dynamic_axes={"x": {0: "batch"}},
         )
         written.append(out.with_suffix(".onnx"))
+        data = out.with_suffix(".onnx.data")  # large weights go to a side file
+        if data.exists():
+            written.append(data)
     print(json.dumps({"model_id": record.model_id, "files": [str(p) for p in written]}))
     return 0

@@ -82,7 +82,10 @@ class Reporter:
         if parent is None:
             head = "seed (from scratch)"
         else:
-            head = f"parent #{parent.trial_number} (acc {parent.val_accuracy:.4f}) -> {op}"
+            head = (
+                f"parent model {parent.model_id} (trial {parent.trial_number}, acc "
+                f"{parent.val_accuracy:.4f}) -> {op}"
+            )
         self.line(f"[trial {number}] {head} | {spec.summary()} | params {spec.num_params:,}")
 
     def epoch(self, number: int, r: Any, epochs: int) -> None:
@@ -98,7 +101,7 @@ class Reporter:
                     leave=False,
                     file=self.stream,
                     position=1 if self._trials_bar is not None else 0,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs"
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs"
                     "{postfix}",
                 )
             self._bar.update(1)
