@@ -14,8 +14,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +35,13 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "HEADER_KEY",
+    "STALE_TEMP_AGE_S",
     "AtomicFileSystemArtifactStore",
     "Checkpoint",
     "file_sha256",
     "load_checkpoint",
     "load_model",
+    "remove_stale_temp_files",
     "save_checkpoint",
 ]
 
@@ -48,6 +52,10 @@ _OPTIM = "optim/"
 _CHUNK = 1 << 20
 _MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
 _LISTED = 8  # tensors named per kind of mismatch
+# A temp file untouched this long belongs to a writer that died (a live write keeps changing the
+# file, and even a slow fsync of a large checkpoint takes minutes, not an hour).
+STALE_TEMP_AGE_S = 3600.0
+_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # what _temp_name makes
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,31 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 def _temp_name(dest: Path) -> Path:
     # Hidden, unique, and in the destination folder so os.replace stays on one filesystem.
     return dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
+
+
+def remove_stale_temp_files(
+    folder: str | os.PathLike[str], older_than_s: float = STALE_TEMP_AGE_S
+) -> list[Path]:
+    """Delete the temp files that interrupted atomic writes left in ``folder`` (a killed worker,
+    a full disk) once they are ``older_than_s`` seconds old; a younger one may still be written
+    by another worker sharing the folder. Only names this module makes are touched. Returns the
+    files removed."""
+    removed: list[Path] = []
+    cutoff = time.time() - older_than_s
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if not _TEMP_RE.match(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except FileNotFoundError:  # another worker removed it first
+            continue
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:

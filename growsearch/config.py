@@ -94,6 +94,10 @@ class WorkerSection:
     grace_period: int = 60  # a trial silent this long is failed and retried
     max_retry: int = 2  # retries of a trial whose worker died
     max_consecutive_failures: int = 10  # stop a worker that fails this many trials in a row
+    # Pruned children are the search at work, not a failing worker, so they have their own,
+    # larger limit: it only stops a study whose every child is pruned or refused (a duplicate,
+    # over max_params) without one finishing in between.
+    max_consecutive_pruned: int = 100
 
 
 @dataclass(frozen=True)
@@ -356,7 +360,12 @@ def _check_search(c: _Checker, raw: Any) -> SearchSection:
 def _check_workers(c: _Checker, raw: Any) -> WorkerSection:
     before = len(c.problems)
     d = c.section(raw, "workers", WorkerSection)
-    for key in ("heartbeat_interval", "grace_period", "max_consecutive_failures"):
+    for key in (
+        "heartbeat_interval",
+        "grace_period",
+        "max_consecutive_failures",
+        "max_consecutive_pruned",
+    ):
         c.integer(d, key, "workers", 1)
     c.integer(d, "max_retry", "workers", 0)
     w = WorkerSection(**d) if len(c.problems) == before else WorkerSection()

@@ -81,6 +81,7 @@ CASES = [
     ("model.layers.2", {"type": "dense", "out": 7}, "has 7 outputs but the data has 10 classes"),
     ("model.input_shape", [1, 16, 16], "set model.input_shape: [1, 8, 8]"),
     ("workers.grace_period", 5, "grace_period"),
+    ("workers.max_consecutive_pruned", 0, "workers.max_consecutive_pruned"),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def test_best_shows_the_best_and_its_ancestry(ran: str, capsys: pytest.CaptureFi
     assert data["best"]["val_accuracy"] == max(m.val_accuracy for m in finished)
     chain = data["ancestry"]
     assert chain[0]["parent_id"] is None and chain[-1]["model_id"] == data["best"]["model_id"]
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         assert child["parent_id"] == parent["model_id"]
     text = _out(capsys, ["best", "--storage", ran, "--study", "tiny"])
     assert f"best model {data['best']['model_id']}" in text

@@ -50,13 +50,16 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
-    deadline = time.monotonic() + 120
-    while _complete(url) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    time.sleep(0.3)  # into the next trial's training
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while _complete(url) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.3)  # into the next trial's training
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a run that did not stop must not outlive the test
     assert proc.returncode == 130, (out, err)
     assert "Resume with" in err and f"growsearch run {yaml_path}" in err
     done_before = _complete(url)

@@ -119,7 +119,9 @@ def test_a_run_into_a_pipe_prints_plain_lines(
     assert "[trial 0] seed (from scratch) | flatten -> dense16 -> dense10" in out
     epochs = [m.groups() for m in map(EPOCH_LINE.match, lines) if m]
     assert epochs == [("0", "1", "2"), ("0", "2", "2"), ("1", "1", "1")]
-    assert re.search(r"^\[trial 1\] parent model 1 \(trial 0, acc \d\.\d{4}\) -> (widen|deepen)", out, re.M)
+    assert re.search(
+        r"^\[trial 1\] parent model 1 \(trial 0, acc \d\.\d{4}\) -> (widen|deepen)", out, re.M
+    )
     assert sum(line.startswith("[trial ") and " done: " in line for line in lines) == 2
     assert "growsearch: stopped: 2 trials finished (n_trials = 2)" in out
 

@@ -184,11 +184,12 @@ def test_the_configured_pruner_stops_children_but_never_the_seed(tmp_path: Path)
         n_trials=1,
         train={"epochs_per_trial": 3},
         search={"pruner": "threshold", "pruner_args": {"lower": 0.999}},
-        workers={"max_consecutive_failures": 2},
+        # Pruned children are not failures: only max_consecutive_pruned stops the worker.
+        workers={"max_consecutive_failures": 1, "max_consecutive_pruned": 3},
     )
-    assert _run(path, "--n-trials", "2") == 0  # the worker gives up after 2 pruned children
+    assert _run(path, "--n-trials", "2") == 0  # the worker gives up after 3 pruned children
     trials = _trials(url)
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] + [TrialState.PRUNED] * 3
     with SQLLineageStore(url, create=False) as store:
         models = store.models("tiny")
         for t, m in zip(trials[1:], models[1:], strict=True):

@@ -11,7 +11,6 @@ import math
 import os
 import socket
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,21 +25,24 @@ from growsearch.builder import GrowNet, build_model
 from growsearch.checkpoints import load_checkpoint, save_checkpoint
 from growsearch.config import StudyConfig, checkpoint_window
 from growsearch.data import DeviceData
-from growsearch.exceptions import (
-    CheckpointError,
-    GrowsearchError,
-    PreservationError,
-    TrainingDivergedError,
-    TransformError,
-)
+from growsearch.exceptions import CheckpointError, PreservationError, TransformError
 from growsearch.preservation import check_preservation
-from growsearch.search._admission import AdmissionLock
 from growsearch.search._attrs import write_attrs
 from growsearch.search._dashboard import (
     LineagePublisher,
     note_attrs,
     trial_note,
     upload_checkpoint,
+)
+from growsearch.search._dbretry import DbGuard
+from growsearch.search._faults import (
+    check_finite_weights,
+    check_parent_checkpoint,
+    checkpoint_write_error,
+    expected_failure,
+    failure_reason,
+    parent_lost,
+    record_failure,
 )
 from growsearch.search._optuna import ROLE_ATTR
 from growsearch.search._policy import select_parent
@@ -86,7 +88,8 @@ class TrialRunner:
         device: torch.device,
         reporter: Reporter,
         artifact_store: Any | None = None,
-        admission: AdmissionLock | None = None,
+        admission: Any | None = None,
+        db: DbGuard | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -94,7 +97,8 @@ class TrialRunner:
         self.device = device
         self.reporter = reporter
         self.artifact_store = artifact_store
-        self.admission = admission
+        self.admission = admission  # AdmissionLock (or its retrying wrapper)
+        self.db = db  # retries the writes that bypass the (protected) storage
         self.train_cfg = cfg.train
         self.directions = ["maximize"] + ["minimize"] * (len(cfg.search.objectives) - 1)
         self.checkpoint_root = Path(cfg.checkpoint_dir).resolve() / _safe(cfg.name)
@@ -140,12 +144,9 @@ class TrialRunner:
             self.reporter.trial_pruned(trial.number, str(e))
             raise
         except BaseException as e:
-            reason = _reason(e)
-            trial.set_user_attr("fail_reason", reason[:2000])
-            if model_id is not None:
-                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-                self.store.fail_model(model_id, status, reason)
-            self.reporter.trial_failed(trial.number, reason, expected=_expected(e))
+            reason = failure_reason(e)
+            record_failure(trial, self.store, model_id, e, reason, self.reporter.line)
+            self.reporter.trial_failed(trial.number, reason, expected=expected_failure(e))
             raise
 
     # ---- steps --------------------------------------------------------------------------
@@ -190,16 +191,15 @@ class TrialRunner:
         assert proposal is not None
         with timer.phase("load_parent"):
             try:
+                if not parent.checkpoint:
+                    raise CheckpointError(f"model {parent.model_id} has no checkpoint recorded")
                 ckpt = load_checkpoint(
                     parent.checkpoint, expected_sha256=parent.sha256, device="cpu"
                 )
+                check_parent_checkpoint(ckpt, parent)
             except CheckpointError as e:
-                # Never choose this parent again; the study goes on from another one.
-                self.store.mark_checkpoint_lost(parent.model_id, str(e))
-                raise CheckpointError(
-                    f"parent model {parent.model_id} (trial {parent.trial_number}) lost its "
-                    f"checkpoint and is no longer a parent: {e}"
-                ) from None
+                # Never chosen again; the study goes on from another parent.
+                raise parent_lost(self.store, parent, e) from None
         with timer.phase("transform"):
             # A retry draws the same random split as the attempt it replaces.
             origin = _retried_from(trial)
@@ -271,7 +271,12 @@ class TrialRunner:
         if self.admission is not None:
             self.admission.acquire()
         try:
-            if self._seed_pending(trial) or self.store.best(self.cfg.name) is not None:
+            pending = self._pending_seed(trial)
+            if pending == TrialState.WAITING:
+                # A killed seed's retry is queued behind this trial: give way, so the next trial
+                # asked for is the seed (a lone worker would otherwise wait for it for ever).
+                raise optuna.TrialPruned("the seed trial is queued and runs next; gave way to it")
+            if pending is not None or self.store.best(self.cfg.name) is not None:
                 return False
             trial.set_user_attr(ROLE_ATTR, "seed")
             return True
@@ -279,12 +284,17 @@ class TrialRunner:
             if self.admission is not None:
                 self.admission.release()
 
-    def _seed_pending(self, trial: optuna.Trial) -> bool:
-        states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-        for t in trial.study.get_trials(deepcopy=False, states=states):
+    def _pending_seed(self, trial: optuna.Trial) -> TrialState | None:
+        """RUNNING if another trial trains the seed, WAITING if one is queued to, else None."""
+        found = None
+        for t in trial.study.get_trials(
+            deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
+        ):
             if t.number != trial.number and t.user_attrs.get(ROLE_ATTR) == "seed":
-                return True
-        return False
+                if t.state == TrialState.RUNNING:
+                    return t.state
+                found = t.state
+        return found
 
     def _check_constraints(self, trial: optuna.Trial, spec: Spec) -> None:
         """max_params / max_depth. The values are also Optuna constraints (<= 0 is feasible), so
@@ -375,7 +385,7 @@ class TrialRunner:
             "spec": child.spec.summary(),
             "preservation_error": _json_float(child.preservation_error),
         }
-        write_attrs(trial, attrs)
+        self._write_attrs(trial, attrs)
         return model_id
 
     def _train_and_persist(
@@ -436,18 +446,22 @@ class TrialRunner:
         ]
         path = self.checkpoint_root / f"model-{model_id:06d}.safetensors"
         with timer.phase("checkpoint_save"):
+            check_finite_weights(child.model)
             opt_state = (
                 optimizer_state_by_name(optimizer, child.model)
                 if cfg.search.optimizer_state == "grow"
                 else None
             )
-            sha = save_checkpoint(
-                path,
-                child.spec,
-                {k: v.detach() for k, v in child.model.state_dict().items()},
-                optimizer_state=opt_state,
-                metadata={"study": cfg.name, "model_id": model_id, "trial": trial.number},
-            )
+            try:
+                sha = save_checkpoint(
+                    path,
+                    child.spec,
+                    {k: v.detach() for k, v in child.model.state_dict().items()},
+                    optimizer_state=opt_state,
+                    metadata={"study": cfg.name, "model_id": model_id, "trial": trial.number},
+                )
+            except OSError as e:  # a full disk: the atomic write left no partial file
+                raise checkpoint_write_error(path, e) from e
         self._check_save_time(timer.seconds["checkpoint_save"])
         with timer.phase("dashboard"):
             artifact_id = self._upload(trial, path)
@@ -461,7 +475,7 @@ class TrialRunner:
                 "sha256": sha,
                 "train_seconds": round(result.seconds, 6),
             }
-            write_attrs(trial, {**attrs, "timings": timings}, note)
+            self._write_attrs(trial, {**attrs, "timings": timings}, note)
             if note is None:
                 from optuna_dashboard import save_note
 
@@ -487,6 +501,16 @@ class TrialRunner:
         self._best_seen = max(v for v in known if v is not None)
         self.reporter.trial_done(trial.number, acc, self._best_seen, result)
         return acc if single else tuple(objectives)
+
+    def _write_attrs(
+        self, trial: optuna.Trial, user: dict[str, Any], system: dict[str, Any] | None = None
+    ) -> None:
+        """``write_attrs`` uses Optuna's tables directly, past the protected storage: retried
+        here (an upsert, so repeating it is harmless)."""
+        if self.db is None:
+            write_attrs(trial, user, system)
+        else:
+            self.db.call(write_attrs, trial, user, system, what="optuna trial attributes")
 
     def _upload(self, trial: optuna.Trial, path: Path) -> str | None:
         if self.artifact_store is None:
@@ -563,28 +587,3 @@ def _json_float(x: float | None) -> float | None:
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-
-
-_EXPECTED = (
-    PreservationError,
-    TrainingDivergedError,
-    CheckpointError,
-    TransformError,
-    NoPlaceError,
-    GrowsearchError,
-    KeyboardInterrupt,
-)
-
-
-def _expected(e: BaseException) -> bool:
-    return isinstance(e, _EXPECTED)
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
-    if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
-        return f"out of memory: {e}"
-    if _expected(e):
-        return f"{type(e).__name__}: {e}"
-    return "".join(traceback.format_exception(e)).strip()

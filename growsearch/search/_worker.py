@@ -1,5 +1,11 @@
 """The worker loop: admit a trial, run it under ``study.optimize`` (heartbeats, pruning), repeat
-until the study has ``n_trials`` finished (COMPLETE) trials."""
+until the study has ``n_trials`` finished (COMPLETE) trials.
+
+Faults it rides out: a database outage (every call retried with backoff, ``_dbretry``), trials
+left behind by killed workers (stale heartbeats, orphans without any heartbeat, temp files of
+interrupted checkpoint writes), a trial of ours that another worker declared dead, and an
+out-of-memory trial (the accelerator's cache is emptied before the next one).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,18 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
 
-from growsearch.checkpoints import AtomicFileSystemArtifactStore
+from growsearch.checkpoints import AtomicFileSystemArtifactStore, remove_stale_temp_files
 from growsearch.config import StudyConfig
 from growsearch.data import Dataset, DeviceData, load_dataset
 from growsearch.search._admission import AdmissionLock
+from growsearch.search._dbretry import DbGuard, RetryingLock, RetryingStore, is_transient
+from growsearch.search._faults import free_accelerator_memory
 from growsearch.search._objective import TrialRunner, finish_row
 from growsearch.search._optuna import (
     count_states,
@@ -27,7 +35,10 @@ from growsearch.search._optuna import (
     quiet_optuna,
     reseedable,
 )
+from growsearch.search._optuna_schema import check_optuna_schema
+from growsearch.search._orphans import fail_orphans
 from growsearch.search._progress import Reporter
+from growsearch.storage_url import redact
 from growsearch.store import LineageStore, SQLLineageStore
 from growsearch.training import select_device
 
@@ -98,22 +109,40 @@ class _Reaper(threading.Thread):
     within the grace period (plus one interval) even while every live worker is busy training;
     the worker loop alone would notice only between its own trials."""
 
-    def __init__(self, study: optuna.Study, interval: float, reporter: Reporter) -> None:
+    def __init__(
+        self, study: optuna.Study, cfg: StudyConfig, reporter: Reporter, guard: DbGuard
+    ) -> None:
         super().__init__(name="growsearch-reaper", daemon=True)
-        self.study, self.interval, self.reporter = study, interval, reporter
+        self.study, self.cfg, self.reporter, self.guard = study, cfg, reporter, guard
+        self.interval = cfg.workers.heartbeat_interval
         self.stop = threading.Event()
 
     def run(self) -> None:
+        rdb = getattr(self.study._storage, "_backend", self.study._storage)
         while not self.stop.wait(self.interval):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(self.study)
+                for number in fail_orphans(self.study, rdb, orphan_age_s(self.cfg)):
+                    self.reporter.line(f"[trial {number}] was never run (its worker died); retried")
             except Exception as e:  # a database hiccup: the next round tries again
-                self.reporter.line(f"note: checking for dead workers failed: {e}")
+                if is_transient(e):
+                    self.guard.note_background(e, "checking for dead workers")
+                else:
+                    self.reporter.line(
+                        f"note: checking for dead workers failed: {self.guard.describe(e)}"
+                    )
 
 
-def _open(cfg: StudyConfig, store: LineageStore, reporter: Reporter, create: bool) -> optuna.Study:
+def orphan_age_s(cfg: StudyConfig) -> float:
+    """A RUNNING trial without any heartbeat this old has no worker (see ``_orphans``)."""
+    return float(cfg.workers.grace_period + 2 * cfg.workers.heartbeat_interval)
+
+
+def _open(
+    cfg: StudyConfig, store: LineageStore, reporter: Reporter, create: bool, guard: DbGuard
+) -> optuna.Study:
     """Tables, study and seed trial, created by whichever worker comes first. Callers hold the
     admission lock: workers started at the same moment on an empty database would otherwise
     race to create the same tables (PostgreSQL refuses the loser) and the seed."""
@@ -124,9 +153,25 @@ def _open(cfg: StudyConfig, store: LineageStore, reporter: Reporter, create: boo
 
     store.create_study(cfg.name, cfg.to_dict())
     storage = make_storage(cfg, cfg.storage, on_stale=on_stale)
+    guard.protect_storage(storage, grace_period=cfg.workers.grace_period)
     study = open_study(cfg, storage, create=create)
     reconcile(study, store)
     return study
+
+
+def resume_command(cfg: StudyConfig) -> str:
+    return f"growsearch resume --storage {redact(cfg.storage)} --study {cfg.name}"
+
+
+def _clean_checkpoint_folders(runner: TrialRunner, artifacts: Path, reporter: Reporter) -> None:
+    """Temp files of checkpoint writes that a killed worker (or a full disk) interrupted."""
+    removed = remove_stale_temp_files(runner.checkpoint_root)
+    removed += remove_stale_temp_files(artifacts)
+    if removed:
+        reporter.line(
+            f"removed {len(removed)} unfinished temporary checkpoint file(s) left by "
+            "interrupted writes"
+        )
 
 
 def run_worker(
@@ -141,23 +186,34 @@ def run_worker(
     quiet_optuna()
     reporter = reporter or Reporter(cfg.n_trials)
     data, torch_device = _load_data(cfg, device, dataset)  # bad data fails here, before any write
-    lock = AdmissionLock(cfg.storage, cfg.name)
+    # Read-only, before the lock file or any table; strictly once no other worker can be
+    # creating the tables.
+    check_optuna_schema(cfg.storage, strict=False)
+    guard = DbGuard(cfg.storage, resume_hint=resume_command(cfg))
+    lock = RetryingLock(AdmissionLock(cfg.storage, cfg.name), guard)
     lock.acquire()
     try:
-        store = SQLLineageStore(cfg.storage)
-        study = _open(cfg, store, reporter, create)
+        check_optuna_schema(cfg.storage)
+        store = cast(LineageStore, RetryingStore(SQLLineageStore(cfg.storage), guard))
+        study = _open(cfg, store, reporter, create, guard)
     except BaseException:
         lock.close()
         raise
     lock.release()
     # One artifact folder for every study under checkpoint_dir, so the dashboard needs one store.
-    artifacts = AtomicFileSystemArtifactStore(Path(cfg.checkpoint_dir).resolve() / "artifacts")
-    runner = TrialRunner(cfg, store, data, torch_device, reporter, artifacts, admission=lock)
-    reaper = _Reaper(study, cfg.workers.heartbeat_interval, reporter)
-    if make_url(cfg.storage).get_backend_name() != "sqlite":  # SQLite: this is the only worker
-        reaper.start()
+    artifact_root = Path(cfg.checkpoint_dir).resolve() / "artifacts"
+    artifacts = AtomicFileSystemArtifactStore(artifact_root)
+    runner = TrialRunner(
+        cfg, store, data, torch_device, reporter, artifacts, admission=lock, db=guard
+    )
+    _clean_checkpoint_folders(runner, artifact_root, reporter)
+    # Also with SQLite, where this is the only worker: a trial left RUNNING by a worker killed
+    # moments ago is stale only after the grace period, and a trial that waits for it (the
+    # seed's first child) must see it failed and retried meanwhile.
+    reaper = _Reaper(study, cfg, reporter, guard)
+    reaper.start()
     try:
-        return _loop(cfg, study, runner, lock, reporter)
+        return _loop(cfg, study, runner, lock, reporter, guard)
     finally:
         if reaper.is_alive():
             reaper.stop.set()
@@ -174,15 +230,17 @@ def _loop(
     cfg: StudyConfig,
     study: optuna.Study,
     runner: TrialRunner,
-    lock: AdmissionLock,
+    lock: RetryingLock,
     reporter: Reporter,
+    guard: DbGuard,
 ) -> WorkerSummary:
     summary = WorkerSummary()
     last: list[FrozenTrial] = []
-    failures_in_row = 0
+    failures_in_row = pruned_in_row = 0
     t0 = time.monotonic()
     waiting_said = False
     per_trial_sampler = reseedable(cfg)
+    rdb = getattr(study._storage, "_backend", study._storage)  # the RDBStorage
     while True:
         budget = cfg.search.time_budget_s
         if budget is not None and time.monotonic() - t0 >= budget:
@@ -195,6 +253,11 @@ def _loop(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
+            orphans = guard.call(
+                fail_orphans, study, rdb, orphan_age_s(cfg), what="trials without a worker"
+            )
+            for number in orphans:
+                reporter.line(f"[trial {number}] was never run (its worker died); retried")
             counts = count_states(study)
             done = counts[TrialState.COMPLETE]
             reporter.study_progress(done)
@@ -218,12 +281,18 @@ def _loop(
                 # Under the lock the next trial's number is the number of trials so far.
                 study.sampler = make_sampler(cfg, trial_number=sum(counts.values()))
             last.clear()
-            study.optimize(
-                runner,
-                n_trials=1,
-                catch=(Exception,),
-                callbacks=[lambda s, t: (runner.settle(t), last.append(t))],
-            )
+            guard.own_trials.clear()
+            try:
+                study.optimize(
+                    runner,
+                    n_trials=1,
+                    catch=(Exception,),
+                    callbacks=[lambda s, t: (runner.settle(t), last.append(t))],
+                )
+            except Exception as e:
+                last.append(_finished_elsewhere(study, runner, guard, reporter, e))
+            if guard.gave_up:  # a call inside the trial gave up; Optuna may have swallowed it
+                raise guard.unavailable()
         finally:
             lock.release()
         if not last:
@@ -233,17 +302,62 @@ def _loop(
         summary.trial_numbers.append(trial.number)
         if trial.state == TrialState.COMPLETE:
             summary.completed += 1
-            failures_in_row = 0
+            failures_in_row = pruned_in_row = 0
             continue
-        failures_in_row += 1
         if trial.state == TrialState.PRUNED:
             summary.pruned += 1
+            pruned_in_row += 1
         else:
             summary.failed += 1
+            failures_in_row += 1
+            _after_failure(trial, reporter)
         if failures_in_row >= cfg.workers.max_consecutive_failures:
             summary.stopped_because = (
-                f"{failures_in_row} trials in a row did not finish; see the reasons above "
-                "(raise workers.max_consecutive_failures to keep going)"
+                f"{failures_in_row} trials failed since the last one finished; see the reasons "
+                "above (raise workers.max_consecutive_failures to keep going)"
+            )
+            break
+        if pruned_in_row >= cfg.workers.max_consecutive_pruned:
+            summary.stopped_because = (
+                f"{pruned_in_row} trials were pruned or refused since the last one finished; see "
+                "the reasons above (raise workers.max_consecutive_pruned to keep going)"
             )
             break
     return summary
+
+
+def _finished_elsewhere(
+    study: optuna.Study,
+    runner: TrialRunner,
+    guard: DbGuard,
+    reporter: Reporter,
+    error: Exception,
+) -> FrozenTrial:
+    """``study.optimize`` raised: Optuna could not record our trial. The database gave up (the
+    worker ends: DatabaseUnavailable), or another worker declared the trial dead while its
+    heartbeats could not reach the database, so it is finished already and its retry runs
+    elsewhere (the worker goes on). Anything else is a bug and propagates."""
+    if guard.gave_up:
+        raise guard.unavailable() from error
+    telling = isinstance(error, optuna.exceptions.UpdateFinishedTrialError) or (
+        isinstance(error, ValueError) and str(error).startswith("Cannot tell a")
+    )
+    if telling:
+        for trial_id in sorted(guard.own_trials):
+            trial = study._storage.get_trial(trial_id)
+            if trial.state.is_finished():
+                runner.settle(trial)
+                reporter.line(
+                    f"[trial {trial.number}] another worker declared it dead (its heartbeats did "
+                    f"not reach the database) and recorded it {trial.state.name}; going on"
+                )
+                return trial
+    raise error
+
+
+def _after_failure(trial: FrozenTrial, reporter: Reporter) -> None:
+    """Out of memory: the dead trial's tensors are gone now (its frames are); return their
+    cached blocks to the device so the next child can have them."""
+    oom = str(trial.user_attrs.get("fail_reason", "")).startswith("out of memory")
+    if oom and free_accelerator_memory():
+        reporter.line(f"[trial {trial.number}] emptied the CUDA cache after running out of memory")
