@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -488,6 +489,22 @@ def checkpoint_write_estimate(num_params: int, optimizer_state: str = "fresh") -
     return num_params * 4 * copies / CHECKPOINT_BYTES_PER_S
 
 
+# PyYAML follows YAML 1.1, where a float needs a dot: `lr: 1e-3` and `rtol: 1e-5` load as strings.
+# Everyone writes them, and YAML 1.2 (and every other tool) reads them as numbers, so we do too.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+
+
+def _yaml12_floats(node: Any, key: object = None) -> Any:
+    """``node`` with strings such as '1e-5' turned into floats (names stay strings)."""
+    if isinstance(node, dict):
+        return {k: _yaml12_floats(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_yaml12_floats(v, key) for v in node]
+    if isinstance(node, str) and key != "name" and _EXPONENT_FLOAT.fullmatch(node.strip()):
+        return float(node)
+    return node
+
+
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:
     """Read and validate a study.yaml; every failure is a ConfigError naming the file."""
     p = Path(path)
@@ -508,4 +525,4 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
         raise ConfigError(f"not valid YAML{where}: {problem}", str(p)) from None
     if raw is None:
         raise ConfigError("the file is empty; see studies/digits.yaml for an example", str(p))
-    return parse_config(raw, source=str(p))
+    return parse_config(_yaml12_floats(raw), source=str(p))

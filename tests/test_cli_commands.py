@@ -83,6 +83,8 @@ def test_lineage_formats(ran: str, capsys: pytest.CaptureFixture[str]) -> None:
             assert r["parent_id"] in ids
             assert r["params"][0]["name"] == r["operation"]
             assert 0 <= r["preservation_error"] < 1e-4
+            # The gate's tolerance for this child is recorded next to its error.
+            assert r["preservation_error"] <= r["info"]["preservation_tolerance"]
 
     rows = list(csv.DictReader(io.StringIO(_out(capsys, [*base, "--format", "csv"]))))
     assert [int(r["model_id"]) for r in rows] == [r["model_id"] for r in records]

@@ -33,6 +33,7 @@ FIELDS = (
     "generation",
     "status",
     "reason",
+    "info",  # the preservation tolerance, init, learning rate, worker, retry of ...
 )
 
 
