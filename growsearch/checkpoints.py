@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -309,6 +310,11 @@ def load_checkpoint(
     hint = f" (expected sha256 {expected_sha256})" if expected_sha256 else ""
     fix = "restore the file from a backup or train the model again"
     try:
+        # A device or a pipe in the file's place (/dev/zero) would be read for ever.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise CheckpointError(
+                f"checkpoint {where} is not a regular file (a folder, device or pipe){hint}; {fix}"
+            )
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {where} does not exist{hint}; {fix}") from None

@@ -410,9 +410,15 @@ def parse_config(raw: Any, source: str | None = None) -> StudyConfig:
         c.fail("name: missing; give the study a name, e.g. name: digits-cnn")
     else:
         c.string(raw, "name", "study")
+        name = raw["name"]
+        if isinstance(name, str) and not 1 <= len(name.strip()) <= 512:  # Optuna's limit
+            c.fail(f"name: must be 1 to 512 characters, got {len(name)}")
     c.string(raw, "storage", "study")
     c.integer(raw, "n_trials", "study", 1)
     c.integer(raw, "seed", "study", 0)
+    seed = raw.get("seed", 0)
+    if isinstance(seed, int) and seed > 2**32 - 1:  # what numpy and Optuna's samplers accept
+        c.fail(f"seed: must be an integer from 0 to 4294967295, got {seed}")
     c.string(raw, "checkpoint_dir", "study")
     data = _check_data(c, raw.get("data"))
     train = _check_train(c, raw.get("train"))

@@ -49,8 +49,10 @@ def _parse(url: str | URL) -> URL:
     if not isinstance(url, str) or not url.strip():
         raise StorageError(f"storage URL is empty; {_EXAMPLES}")
     try:
-        return make_url(url)
-    except ArgumentError as e:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 - a port that is not a number raises only when read
+        return parsed
+    except (ArgumentError, ValueError) as e:
         raise StorageError(f"storage URL '{redact(url)}' cannot be parsed; {_EXAMPLES}") from e
 
 

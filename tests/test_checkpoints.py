@@ -377,3 +377,13 @@ def test_artifact_from_a_partly_read_file_copies_the_rest(tmp_path: Path) -> Non
         store.write("tail", f)
     assert (tmp_path / "artifacts" / "tail").read_bytes() == b"456789"
     assert src.stat().st_nlink == 1
+
+
+def test_a_device_in_place_of_a_checkpoint_is_refused_without_reading_it(tmp_path: Path) -> None:
+    link = tmp_path / "model.safetensors"
+    link.symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(CheckpointError, match="is not a regular file"):
+        load_checkpoint(link)
+    (tmp_path / "folder.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match="is not a regular file"):
+        load_checkpoint(tmp_path / "folder.safetensors")

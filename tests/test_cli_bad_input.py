@@ -82,6 +82,10 @@ CASES = [
     ("model.input_shape", [1, 16, 16], "set model.input_shape: [1, 8, 8]"),
     ("workers.grace_period", 5, "grace_period"),
     ("workers.max_consecutive_pruned", 0, "workers.max_consecutive_pruned"),
+    ("name", "x" * 600, "name: must be 1 to 512 characters"),
+    ("seed", 2**70, "seed: must be an integer from 0 to 4294967295"),
+    ("search.pruner_args", {"zzz": 1}, "search.pruner_args: "),
+    ("search.sampler_args", {"foo": 1}, "search.sampler_args: "),
 ]
 
 
@@ -111,6 +115,30 @@ def test_every_problem_is_reported_at_once(
     err = _run_bad(tmp_path, capsys, ["validate", str(yaml_path)])
     assert "3 problems" in err
     assert "adan" in err and "n_trials" in err and "nope" in err
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "needle"),
+    [
+        ("checkpoint_dir", "study.yaml/ck", "not a folder"),
+        ("storage", "sqlite://", "in-memory SQLite database"),
+        ("storage", "postgresql://u:Secr3tPw@127.0.0.1:abc/x", "cannot be parsed"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_bad_storage_or_checkpoint_dir_in_the_yaml(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    path: str,
+    value: str,
+    needle: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    yaml_path = _write(tmp_path, _mutate(path, value))
+    err = _run_bad(tmp_path, capsys, [command, str(yaml_path)])
+    assert needle in err and "Secr3tPw" not in err
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,23 @@ def test_optuna_tables_without_a_version_pass_only_while_they_may_be_being_creat
         check_optuna_schema(url)  # under the lock: nobody is creating them
 
 
+def test_tables_interrupted_before_their_version_was_stamped_are_taken_as_new(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C between Optuna creating its tables and stamping their version: no study yet, so
+    # nothing can be lost, and the resumed run must not refuse them.
+    db = tmp_path / "g.db"
+    url = f"sqlite:///{db}"
+    optuna.storages.RDBStorage(url)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("DELETE FROM version_info")
+        conn.execute("DELETE FROM alembic_version")
+    conn.close()
+    check_optuna_schema(url)
+    optuna.create_study(study_name="x", storage=url)  # Optuna stamps them on opening
+
+
 def test_the_current_optuna_schema_passes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'g.db'}"
     path, _ = tiny_study(tmp_path, url, n_trials=1)
@@ -222,3 +239,10 @@ def test_the_dashboard_listens_on_localhost_unless_told_otherwise(
     assert main(["dashboard", "--storage", url, "--host", "0.0.0.0", "--port", "9000"]) == 0
     assert [(c["host"], c["port"]) for c in calls] == [("127.0.0.1", 8080), ("0.0.0.0", 9000)]
     assert "http://127.0.0.1:8080/" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "folder"), [("..", "_."), (".", "_"), ("a/../b", "a_.._b")])
+def test_a_study_name_never_leaves_the_checkpoint_folder(name: str, folder: str) -> None:
+    from growsearch.search._objective import _safe
+
+    assert _safe(name) == folder

@@ -209,3 +209,16 @@ def test_a_live_trial_another_worker_declared_dead(
     assert row.status == "failed"
     assert (row.reason or "").startswith("declared dead by another worker while still running")
     assert trials[1].user_attrs.get("fail_reason") is None  # Optuna refused it: finished
+
+
+@pytest.mark.parametrize(
+    ("error", "oom"),
+    [
+        (RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate "
+                      "memory: you tried to allocate 30000000000000 bytes."), True),
+        (MemoryError(), True),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+    ],
+)  # fmt: skip
+def test_the_cpu_allocator_running_out_is_out_of_memory(error: BaseException, oom: bool) -> None:
+    assert _faults.is_out_of_memory(error) is oom

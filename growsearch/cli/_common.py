@@ -143,6 +143,18 @@ def _guarded(
         # devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:
+        if stop.signum is not None:
+            # The signal landed inside a library that turned it into another error (Optuna
+            # recording a trial's state): still a stop, not a crash.
+            print(f"\ngrowsearch: interrupted ({type(e).__name__} while stopping); run the "
+                  "same command again to resume", file=sys.stderr, flush=True)  # fmt: skip
+            return stop.exit_code
+        if isinstance(e, OSError) and e.filename is not None:
+            # A path the user gave that cannot be used (a file where a folder should be, a
+            # folder we may not write, a busy port): one line, no traceback.
+            return fail(f"{e.strerror or e}: {e.filename}; check the path and try again")
+        raise
     # `growsearch run` handles the interrupt itself (it prints how to resume) and returns
     # 130; a scheduler's SIGTERM gets its own code.
     if stop.signum is not None and code == 130:

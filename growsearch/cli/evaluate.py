@@ -110,7 +110,7 @@ def evaluate_model(
     from growsearch.fit import model_data_problems
     from growsearch.training import evaluate, select_device
 
-    record = store.get_model(model_id)
+    record = store.get_model(model_id) if 0 < model_id < 2**63 else None  # SQL's BIGINT
     if record is None or (study is not None and record.study != study):
         where = f"study '{study}'" if study is not None else "this storage"
         raise UserError(

@@ -47,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
                 "(or pip install onnx onnxscript)"
             )
     store = open_store(args.storage, args.study)
-    record = store.get_model(args.model_id)
-    if record is None:
-        raise UserError(f"no model with id {args.model_id} in this storage; see growsearch lineage")
+    record = store.get_model(args.model_id) if 0 < args.model_id < 2**63 else None
+    if record is None or (args.study is not None and record.study != args.study):
+        where = f"study '{args.study}'" if args.study is not None else "this storage"
+        raise UserError(f"no model with id {args.model_id} in {where}; see growsearch lineage")
     if record.checkpoint is None or record.status != "finished":
         raise UserError(f"model {args.model_id} has status '{record.status}' and no checkpoint")
     out = Path(args.out)

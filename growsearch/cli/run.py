@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from growsearch.config import StudyConfig, load_config
 from growsearch.data import Dataset, check_dataset, load_dataset
 from growsearch.exceptions import ConfigError
 from growsearch.fit import model_data_problems
-from growsearch.storage_url import check_storage_url, redact
+from growsearch.storage_url import check_storage_url, redact, sqlite_path
 
 __all__ = ["add_parser", "execute"]
 
@@ -65,13 +67,47 @@ def run(args: argparse.Namespace) -> int:
     return execute(cfg, args.workers, args.device, args.quiet, resume_hint)
 
 
+def check_persistent_storage(url: str) -> None:
+    if url.startswith("sqlite") and sqlite_path(url) is None:
+        raise ConfigError(
+            f"storage: '{redact(url)}' is an in-memory SQLite database: the study would be lost "
+            "when the run ends. Use a file, e.g. sqlite:///growsearch.db"
+        )
+
+
+def check_checkpoint_dir(folder: str) -> None:
+    """The checkpoint folder exists as a folder we can write, or can be made in one: else every
+    trial would fail on its checkpoint. Creates nothing."""
+    path = Path(folder).absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is" if probe == path else f"would be inside {probe}, which is"
+        raise ConfigError(
+            f"checkpoint_dir: {path} {where} not a folder; set checkpoint_dir (or "
+            "--checkpoint-dir) to a folder",
+            None,
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"checkpoint_dir: cannot write in {probe}; set checkpoint_dir (or --checkpoint-dir) "
+            "to a folder you can write",
+            None,
+        )
+
+
 def preflight(cfg: StudyConfig, workers: int) -> Dataset:
     """Every check that needs no write: storage URL, worker count, data, and whether the seed
     architecture fits the data. Bad input stops here, before any database or folder exists."""
     from growsearch.search import check_workers
+    from growsearch.search._optuna import check_search_objects
 
     check_storage_url(cfg.storage)
+    check_persistent_storage(cfg.storage)
     check_workers(cfg, workers)
+    check_search_objects(cfg)
+    check_checkpoint_dir(cfg.checkpoint_dir)
     data_cfg = cfg.data
     problems = check_dataset(data_cfg)
     if problems:

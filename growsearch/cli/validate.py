@@ -8,7 +8,7 @@ from growsearch.config import load_config
 from growsearch.data import check_dataset, load_dataset
 from growsearch.exceptions import ConfigError, UserError
 from growsearch.fit import model_data_problems
-from growsearch.storage_url import check_storage_url
+from growsearch.storage_url import check_storage_url, redact
 from growsearch.training import check_train_config
 
 __all__ = ["add_parser"]
@@ -30,6 +30,18 @@ def run(args: argparse.Namespace) -> int:
         check_storage_url(cfg.storage)
     except UserError as e:
         problems.append(str(e))
+    from growsearch.cli.run import check_checkpoint_dir, check_persistent_storage
+    from growsearch.search._optuna import check_search_objects
+
+    for check in (
+        lambda: check_persistent_storage(cfg.storage),
+        lambda: check_search_objects(cfg),
+        lambda: check_checkpoint_dir(cfg.checkpoint_dir),
+    ):
+        try:
+            check()
+        except ConfigError as e:
+            problems += e.problems
     d = data_cfg = cfg.data
     problems += check_train_config(cfg.train)
     problems += check_dataset(data_cfg)
@@ -45,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(problems, args.study_yaml)
     spec = cfg.model
     print(f"{args.study_yaml}: ok")
-    print(f"  study '{cfg.name}', {cfg.n_trials} trials, storage {cfg.storage}")
+    print(f"  study '{cfg.name}', {cfg.n_trials} trials, storage {redact(cfg.storage)}")
     assert ds is not None
     print(
         f"  data '{d.dataset}': {len(ds.y_train)} train / {len(ds.y_val)} validation samples, "

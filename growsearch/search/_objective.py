@@ -586,4 +586,6 @@ def _json_float(x: float | None) -> float | None:
 
 
 def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    """A study name as one folder name: never a path, never '.' or '..' (a leading dot is '_')."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return "_" + safe[1:] if safe.startswith(".") else safe

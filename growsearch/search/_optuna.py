@@ -117,6 +117,14 @@ def make_sampler(cfg: StudyConfig, trial_number: int | None = None) -> optuna.sa
         raise ConfigError(f"search.sampler_args: {e}") from None
 
 
+def check_search_objects(cfg: StudyConfig) -> None:
+    """Build the sampler and the pruner once, so that bad ``sampler_args`` / ``pruner_args``
+    are a ConfigError before anything is written (not in the middle of a run, nor later on
+    ``resume`` from the stored config)."""
+    make_sampler(cfg)
+    make_pruner(cfg)
+
+
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     if len(cfg.search.objectives) > 1:
         # Optuna cannot prune multi-objective trials; budgets and constraints replace pruning.

@@ -46,6 +46,10 @@ def _read_only_engine(url: str) -> sa.Engine:
     return sa.create_engine(ro, poolclass=sa.pool.NullPool)
 
 
+def _empty(conn: sa.Connection, table: str) -> bool:
+    return conn.execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first() is None
+
+
 def _current(url: str) -> tuple[bool, str | None]:
     """(Optuna tables exist, the revision in their version table)."""
     engine = _read_only_engine(url)
@@ -55,9 +59,15 @@ def _current(url: str) -> tuple[bool, str | None]:
             tables = set(inspector.get_table_names())
             if not tables & set(_OPTUNA_TABLES):
                 return False, None
-            if _VERSION_TABLE not in tables:
-                return True, None
-            row = conn.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).first()
+            row = None
+            if _VERSION_TABLE in tables:
+                row = conn.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).first()
+            # Tables without a version and without a study: a creation that was interrupted
+            # (Ctrl-C between Optuna creating the tables and stamping them). Nothing can be
+            # lost, and Optuna stamps the current version when it opens them: as new.
+            no_study = "studies" in tables and _empty(conn, "studies")
+            if row is None and no_study:
+                return False, None
             return True, None if row is None else str(row[0])
     finally:
         engine.dispose()
