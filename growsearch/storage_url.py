@@ -17,7 +17,14 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from growsearch.exceptions import StorageError
 
-__all__ = ["check_storage_url", "make_engine", "make_engine_kwargs", "redact", "sqlite_path"]
+__all__ = [
+    "check_persistent_storage",
+    "check_storage_url",
+    "make_engine",
+    "make_engine_kwargs",
+    "redact",
+    "sqlite_path",
+]
 
 _DIALECTS = ("sqlite", "postgresql", "mysql")
 _EXAMPLES = "use sqlite:///path.db (one worker) or postgresql://user@host/db (many workers)"
@@ -68,6 +75,17 @@ def sqlite_path(url: str | URL) -> Path | None:
     if db.startswith("file:"):  # sqlite URI filename (``?uri=true``)
         db = db[len("file:") :].split("?", 1)[0]
     return Path(db)
+
+
+def check_persistent_storage(url: str) -> None:
+    """StorageError for an in-memory SQLite URL: a study stored there is lost when the run ends.
+    (Read-only commands accept it and say it holds no studies.)"""
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite" and sqlite_path(parsed) is None:
+        raise StorageError(
+            f"storage: '{redact(parsed)}' is an in-memory SQLite database: the study would be "
+            "lost when the run ends. Use a file, e.g. sqlite:///growsearch.db"
+        )
 
 
 def check_storage_url(url: str, *, must_exist: bool = False) -> str:

@@ -11,7 +11,7 @@ from growsearch.config import StudyConfig, load_config
 from growsearch.data import Dataset, check_dataset, load_dataset
 from growsearch.exceptions import ConfigError
 from growsearch.fit import model_data_problems
-from growsearch.storage_url import check_storage_url, redact, sqlite_path
+from growsearch.storage_url import check_persistent_storage, check_storage_url, redact
 
 __all__ = ["add_parser", "execute"]
 
@@ -67,14 +67,6 @@ def run(args: argparse.Namespace) -> int:
     return execute(cfg, args.workers, args.device, args.quiet, resume_hint)
 
 
-def check_persistent_storage(url: str) -> None:
-    if url.startswith("sqlite") and sqlite_path(url) is None:
-        raise ConfigError(
-            f"storage: '{redact(url)}' is an in-memory SQLite database: the study would be lost "
-            "when the run ends. Use a file, e.g. sqlite:///growsearch.db"
-        )
-
-
 def check_checkpoint_dir(folder: str) -> None:
     """The checkpoint folder exists as a folder we can write, or can be made in one: else every
     trial would fail on its checkpoint. Creates nothing."""
@@ -86,14 +78,12 @@ def check_checkpoint_dir(folder: str) -> None:
         where = "is" if probe == path else f"would be inside {probe}, which is"
         raise ConfigError(
             f"checkpoint_dir: {path} {where} not a folder; set checkpoint_dir (or "
-            "--checkpoint-dir) to a folder",
-            None,
+            "--checkpoint-dir) to a folder"
         )
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(
             f"checkpoint_dir: cannot write in {probe}; set checkpoint_dir (or --checkpoint-dir) "
-            "to a folder you can write",
-            None,
+            "to a folder you can write"
         )
 
 

@@ -8,7 +8,7 @@ from growsearch.config import load_config
 from growsearch.data import check_dataset, load_dataset
 from growsearch.exceptions import ConfigError, UserError
 from growsearch.fit import model_data_problems
-from growsearch.storage_url import check_storage_url, redact
+from growsearch.storage_url import check_persistent_storage, check_storage_url, redact
 from growsearch.training import check_train_config
 
 __all__ = ["add_parser"]
@@ -28,13 +28,13 @@ def run(args: argparse.Namespace) -> int:
     problems: list[str] = []
     try:
         check_storage_url(cfg.storage)
+        check_persistent_storage(cfg.storage)
     except UserError as e:
         problems.append(str(e))
-    from growsearch.cli.run import check_checkpoint_dir, check_persistent_storage
+    from growsearch.cli.run import check_checkpoint_dir
     from growsearch.search._optuna import check_search_objects
 
     for check in (
-        lambda: check_persistent_storage(cfg.storage),
         lambda: check_search_objects(cfg),
         lambda: check_checkpoint_dir(cfg.checkpoint_dir),
     ):

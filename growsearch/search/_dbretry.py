@@ -342,7 +342,7 @@ class RetryingStore:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
-        if name.startswith("_") or not callable(attr) or name == "close":
+        if name.startswith("_") or not callable(attr):
             return attr
         if name == "start_model":
             return functools.partial(self._start_model, attr)
