@@ -196,6 +196,10 @@ def test_the_configured_pruner_stops_children_but_never_the_seed(tmp_path: Path)
             assert t.user_attrs["prune_reason"].startswith("pruned by ThresholdPruner at epoch 1")
             assert list(t.intermediate_values) == [1]
             assert m.status == "pruned" and len(store.evaluations(m.model_id)) == 1
+            # The gate ran before training: its error stays on the pruned child's record.
+            assert m.preservation_error is not None
+            assert m.preservation_error == t.user_attrs["preservation_error"]
+            assert m.preservation_error <= m.info["preservation_tolerance"]
     assert models[0].status == "finished" and trials[0].intermediate_values  # seed: reported
 
 

@@ -184,7 +184,21 @@ def test_start_model_validates_its_input(s: SQLLineageStore) -> None:
         s.start_model("s", 5, seed, "widen", [], SPEC, "h", 1, 1, 1, {"noise": float("nan")})
     with pytest.raises(ValueError, match="not JSON data"):
         s.start_model("s", 5, seed, "widen", [], SPEC, "h", 1, 1, 1, {"x": object()})
+    with pytest.raises(ValueError, match="preservation_error must be a finite number"):
+        s.start_model("s", 5, seed, "widen", [], SPEC, "h", 1, 1, 1, preservation_error=math.inf)
     assert [m.trial_number for m in s.models("s")] == [0]
+
+
+def test_a_child_that_never_finishes_keeps_its_preservation_error(s: SQLLineageStore) -> None:
+    # Measured before training: a pruned or failed child still shows how exact its growth was.
+    seed = grow(s, 0)
+    pruned = s.start_model("s", 1, seed, "widen", [], SPEC, "h1", 1, 1, 1, preservation_error=3e-6)
+    failed = s.start_model("s", 2, seed, "deepen", [], SPEC, "h2", 1, 1, 1, preservation_error=0.0)
+    s.fail_model(pruned, "pruned", "pruned by MedianPruner at epoch 1")
+    s.fail_model(failed, "failed", "diverged")
+    rows = {m.model_id: m for m in s.models("s")}
+    assert (rows[pruned].status, rows[pruned].preservation_error) == ("pruned", 3e-6)
+    assert (rows[failed].status, rows[failed].preservation_error) == ("failed", 0.0)
 
 
 def test_numpy_scalars_are_stored_as_plain_numbers(s: SQLLineageStore) -> None:

@@ -371,6 +371,7 @@ class TrialRunner:
             flops=child.spec.flops,
             generation=generation,
             info=info,
+            preservation_error=child.preservation_error,
         )
         attrs: dict[str, Any] = {
             "model_id": model_id,

@@ -58,9 +58,13 @@ class LineageStore(abc.ABC):
         flops: int,
         generation: int,
         info: dict[str, Any] | None = None,
+        *,
+        preservation_error: float | None = None,
     ) -> int:
         """Record a model about to train (status ``running``); return its id. A model without a
-        parent is a seed and its operation must be ``"seed"``. One model per trial."""
+        parent is a seed and its operation must be ``"seed"``. One model per trial. A child's
+        ``preservation_error`` is known before it trains, so it is kept even if it never
+        finishes (pruned, failed, killed)."""
 
     @abc.abstractmethod
     def add_evaluation(

@@ -221,6 +221,8 @@ class SQLLineageStore(LineageStore):
         flops: int,
         generation: int,
         info: dict[str, Any] | None = None,
+        *,
+        preservation_error: float | None = None,
     ) -> int:
         if parent_id is None and operation != "seed":
             raise ValueError(f"a model without a parent is a seed: operation must be 'seed', "
@@ -231,6 +233,7 @@ class SQLLineageStore(LineageStore):
             trial_number=int(trial_number), status="running", spec=_plain(spec_dict, "spec"),
             spec_hash=spec_hash, num_params=int(num_params), flops=int(flops),
             generation=int(generation), info=_plain(info or {}, "info"), created_at=_now(),
+            preservation_error=_finite(preservation_error, "preservation_error"),
         )  # fmt: skip
         op_args = _plain(list(args), "args")
         with self._session(write=True) as s:
