@@ -67,6 +67,7 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
 
     with SQLLineageStore(url, create=False) as store:
         interrupted = store.models("interrupted", status="interrupted")
+        kept = {m.model_id for m in store.models("interrupted", status="finished")}
     study = optuna.load_study(study_name="interrupted", storage=url)
     failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     if interrupted:  # Ctrl-C landed inside a trial (the usual case)
@@ -78,6 +79,9 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
     with SQLLineageStore(url, create=False) as store:
         finished = store.models("interrupted", status="finished")
     assert len(finished) == 6
-    assert sum(m.parent_id is None for m in finished) == 1
+    seeds = [m for m in finished if m.parent_id is None]
+    assert len(seeds) == 1 and seeds[0].model_id in kept  # the seed of the first run, not retrained
+    assert "seed (from scratch)" not in result.stdout
     ids = {m.model_id for m in finished}
+    assert kept <= ids  # nothing finished before Ctrl-C was lost or redone
     assert all(m.parent_id in ids for m in finished if m.parent_id is not None)

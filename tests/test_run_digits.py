@@ -137,10 +137,10 @@ def test_grown_child_predicts_like_its_trained_parent(digits_run: Run) -> None:
     parent_model.eval()
     with torch.no_grad():
         expected = parent_model(data.x_val).argmax(1)
-    ops = [
-        Operation("widen", places(ckpt.spec, "widen")[0], {"factor": 1.5}),
-        Operation("deepen", places(ckpt.spec, "deepen")[-1], {}),
-    ]
+    # Every place each operation applies to, the conv -> flatten -> dense boundary included.
+    ops = [Operation("widen", name, {"factor": 1.5}) for name in places(ckpt.spec, "widen")]
+    ops += [Operation("deepen", name, {}) for name in places(ckpt.spec, "deepen")]
+    assert {op.name for op in ops} == {"widen", "deepen"}
     for op in ops:
         grown = apply_operation(ckpt.spec, ckpt.state_dict, op, np.random.default_rng(0))
         child = build_model(grown.spec)
@@ -153,7 +153,11 @@ def test_grown_child_predicts_like_its_trained_parent(digits_run: Run) -> None:
     assert path.read_bytes() == raw_before  # the parent's checkpoint is byte-identical
 
 
-def test_overrides_name_the_study_trials_and_folders(tmp_path: Path) -> None:
+def test_overrides_name_the_study_trials_and_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The YAML's relative storage and checkpoint folder would land in the working directory.
+    monkeypatch.chdir(tmp_path)
     yaml_path = tmp_path / "mlp.yaml"
     text = (ROOT / "studies" / "digits_mlp.yaml").read_text()
     yaml_path.write_text(text.replace("epochs_per_trial: 3", "epochs_per_trial: 1"))
@@ -179,4 +183,5 @@ def test_overrides_name_the_study_trials_and_folders(tmp_path: Path) -> None:
     assert len(models) == 3
     assert all(Path(m.checkpoint).parent == (ckpt / "renamed").resolve() for m in models)
     assert not (tmp_path / "growsearch.db").exists()
+    assert not (tmp_path / "checkpoints").exists()
     assert optuna.get_all_study_names(url) == ["renamed"]

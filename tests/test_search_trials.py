@@ -3,10 +3,13 @@ a parent lost its checkpoint, a child diverges or breaks a constraint."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import optuna
 import pytest
@@ -17,6 +20,7 @@ from growsearch.search._objective import TrialRunner
 from growsearch.search._timing import PHASES
 from growsearch.spec import Spec
 from growsearch.store import LineageStore, SQLLineageStore
+from growsearch.transforms import GrowResult
 from tests._searchkit import TINY_MODEL, check_finished_study, tiny_study
 
 STORE_KEEPS_TIMINGS = "info" in inspect.signature(LineageStore.finish_model).parameters
@@ -123,6 +127,38 @@ def test_diverged_children_fail_with_the_reason_and_the_seed_stays_the_parent(
         assert "nan" in t.user_attrs["fail_reason"]
         assert m.status == "failed" and "diverged" in (m.reason or "")
         assert m.parent_id == seed.model_id  # nothing else finished: the seed stays the parent
+
+
+def test_a_child_above_the_tolerance_fails_its_trial_naming_the_operation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from growsearch.search import _objective
+
+    exact = _objective.apply_operations
+
+    def broken(*args: Any, **kwargs: Any) -> GrowResult:
+        # A transform that claims to be exact but shifts every bias: the gate must catch it.
+        grow = exact(*args, **kwargs)
+        state = {k: v + 0.5 if k.endswith(".bias") else v for k, v in grow.state_dict.items()}
+        return dataclasses.replace(grow, state_dict=state)
+
+    monkeypatch.setattr(_objective, "apply_operations", broken)
+    url = _url(tmp_path)
+    path, _ = tiny_study(tmp_path, url, n_trials=2, workers={"max_consecutive_failures": 2})
+    assert _run(path) == 0  # the worker stops by itself after two refused children
+    trials = _trials(url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] + [TrialState.FAIL] * 2
+    for t in trials[1:]:
+        reason = t.user_attrs["fail_reason"]
+        op = t.params["operation"]
+        assert re.match(rf"PreservationError: child from '{op}\(\w+", reason), reason
+        assert "before training; the child was refused" in reason
+        assert t.user_attrs["preservation_error"] > 0.1  # the shifted biases, not rounding
+    with SQLLineageStore(url, create=False) as store:
+        models = store.models("tiny")
+    # Refused before its record was started: no lineage row, no checkpoint, nothing trained.
+    assert [m.operation for m in models] == ["seed"]
+    assert len(list((tmp_path / "ckpt").rglob("model-*.safetensors"))) == 1
 
 
 def test_a_child_that_breaks_max_params_is_not_trained(tmp_path: Path) -> None:
