@@ -1,9 +1,11 @@
-"""What the README shows works as shown: its study.yaml example validates, and numbers written
-as `1e-5` (a string to YAML 1.1) are read as numbers."""
+"""What the README shows works as shown: its study.yaml example validates, numbers written
+as `1e-5` (a string to YAML 1.1) are read as numbers, it opens with the two commands (CI runs the
+second), and each shipped study names the command that runs it."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,26 @@ def test_exponent_floats_are_numbers_and_names_stay_strings(tmp_path: Path) -> N
     cfg = load_config(path)
     assert cfg.name == "1e5"
     assert cfg.train.lr == 0.05 and cfg.search.preservation_rtol == 2e-6
+
+
+def test_the_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
+    text = README.read_text(encoding="utf-8")
+    run = re.search(r"<!-- run-command -->\n```bash\n(.*)\n```", text)
+    tests = re.search(r"<!-- test-command -->\n```bash\n(.*)\n```", text)
+    assert run and tests and run.start() < tests.start() < text.index("\n---\n")
+    assert run.group(1).endswith("growsearch run studies/digits.yaml")
+    assert tests.group(1).endswith("python -m pytest")
+    # .ci/run reads the command with this awk line; it must find exactly the README's.
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    awk = re.search(r"cmd=\$\(awk '(.*)' README.md\)", ci)
+    assert awk, ".ci/run should read the test command from README.md"
+    found = subprocess.run(
+        ["awk", awk.group(1), str(README)], capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == tests.group(1)
+
+
+@pytest.mark.parametrize("name", ["digits.yaml", "digits_mlp.yaml"])
+def test_each_study_opens_with_the_command_that_runs_it(name: str) -> None:
+    first = (README.parent / "studies" / name).read_text(encoding="utf-8").splitlines()[0]
+    assert first == f"# Run: growsearch run studies/{name}"
