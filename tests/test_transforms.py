@@ -20,6 +20,7 @@ from growsearch.transforms import (
     list_operations,
     places,
 )
+from growsearch.transforms._channel_map import widen_map
 
 MLP = [
     {"type": "dense", "name": "d1", "out": 4, "batchnorm": True, "activation": "relu"},
@@ -89,6 +90,22 @@ def test_widen_factor_two_copies_every_unit_once_with_unequal_exact_split() -> N
         share = (a / col_old).mean().item()
         assert 0.2 < share < 0.8 and abs(share - 0.5) > 1e-4
     assert torch.equal(c["layers.d1.bn.num_batches_tracked"], p["layers.d1.bn.num_batches_tracked"])
+
+
+@pytest.mark.parametrize(("old", "new"), [(4, 8), (3, 7), (5, 17), (2, 8)])
+def test_copies_of_one_unit_get_shares_apart_by_a_margin(old: int, new: int) -> None:
+    """Near-equal shares would leave copies almost in step under training: the k copies of a
+    unit draw from disjoint strata, so their raw shares differ by >= 0.16 / k."""
+    for seed in range(50):
+        m = widen_map(old, new, np.random.default_rng(seed))
+        for u in range(old):
+            shares = m.frac[m.src == u]
+            k = shares.numel()
+            assert torch.isclose(shares.sum(), torch.tensor(1.0, dtype=torch.float64))
+            if k == 1:
+                continue
+            gaps = shares.sort().values.diff()
+            assert gaps.min().item() >= 0.16 / k / (0.7 * k) - 1e-12, (seed, u, shares)
 
 
 @pytest.mark.parametrize(

@@ -77,17 +77,24 @@ def widen_map(old: int, new: int, rng: np.random.Generator) -> ChannelMap:
     Sources come from a random permutation of the old channels, cycled, so a factor of exactly 2
     copies every channel once. The shares of the copies of one channel are an unequal random split
     of one: replicated units then get different gradients and drift apart under training while
-    the function stays exact (no noise needed).
+    the function stays exact (no noise needed). Independent draws can land arbitrarily close
+    together (then the copies barely diverge), so the k copies of a channel draw from k disjoint
+    strata of [0.3, 0.7] in random order: any two raw shares differ by at least 0.16 / k.
     """
     if new <= old:
         raise ValueError(f"new width {new} must exceed the old width {old}")
     perm = rng.permutation(old)
     extra = np.resize(perm, new - old)  # cycles through the permutation
     src = np.concatenate([np.arange(old), extra])
-    raw = rng.uniform(0.3, 0.7, size=new)
+    counts = np.bincount(src, minlength=old)
+    # rank[j]: a random position of channel j among the copies of its source, 0 .. k - 1
+    order = np.lexsort((rng.permutation(new), src))
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(new, dtype=np.int64)
+    rank[order] = np.arange(new) - starts[src[order]]
+    raw = 0.3 + 0.4 * (rank + rng.uniform(0.2, 0.8, size=new)) / counts[src]
     totals = np.bincount(src, weights=raw, minlength=old)
     frac = raw / totals[src]
-    counts = np.bincount(src, minlength=old)
     frac[counts[src] == 1] = 1.0  # untouched channels keep their weight exactly
     copy = np.zeros(new, dtype=bool)
     copy[old:] = True
