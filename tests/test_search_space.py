@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
+from _arch_gen import random_spec
 
 from growsearch.config import (
     SearchSection,
@@ -18,11 +20,11 @@ from growsearch.config import (
 from growsearch.exceptions import ConfigError
 from growsearch.search._optuna import make_pruner, make_sampler, reseedable
 from growsearch.search._policy import candidate_parents, select_parent
-from growsearch.search._space import propose
+from growsearch.search._space import NoPlaceError, propose
 from growsearch.search._timing import PhaseTimer
 from growsearch.spec import Spec
 from growsearch.store import SQLLineageStore
-from growsearch.transforms import child_spec
+from growsearch.transforms import child_spec, get_operation, places
 from tests._searchkit import TINY_MODEL
 
 SPEC = Spec.from_dict(TINY_MODEL)
@@ -88,6 +90,57 @@ def test_sampler_proposes_epochs_in_the_configured_range() -> None:
         assert trial.params["n_operations"] == len(p.operations)
         study.tell(trial, 0.5)
     assert seen == {2, 3}
+
+
+def test_the_study_never_proposes_a_refused_operation() -> None:
+    """On random architectures (residual, concat, layernorm, non-square maps ...) every operation
+    the sampler can draw, at any position and with any allowed argument, lands on a place where
+    it is exact; the layers it refuses (output layer, layernorm, input-tied skips ...) never come
+    up. Specs only, so it is quick."""
+    search = SearchSection(
+        operations=("widen", "deepen", "widen_kernel", "add_skip"),
+        widen_factor=(1.01, 3.0),
+        deepen_kernels=(1, 3, 5, 7),
+        max_ops_per_child=2,
+    )
+    rng = np.random.default_rng(0)
+    refused = proposed = 0
+    for _ in range(40):
+        spec = random_spec(rng)
+        for op in search.operations:
+            where = set(places(spec, op))
+            refused += len(set(spec.names()) - where)
+            for position in (0.0, 0.3, 0.7, 0.999):
+                trial = optuna.trial.FixedTrial(
+                    {
+                        "n_operations": 2,
+                        "operation": op,
+                        "position": position,
+                        "widen_factor": float(rng.uniform(1.01, 3.0)),
+                        "deepen_kernel": int(rng.choice(search.deepen_kernels)),
+                        "operation_2": str(rng.choice(search.operations)),
+                        "position_2": 1.0 - position,
+                        "widen_factor_2": 2.0,
+                        "deepen_kernel_2": 7,
+                    }
+                )
+                if not where:  # nothing to propose: the trial is pruned, nothing is refused
+                    with pytest.raises(NoPlaceError):
+                        propose(trial, spec, search)
+                    continue
+                try:
+                    p = propose(trial, spec, search)
+                except NoPlaceError:  # the second operation has no place in the grown child
+                    continue
+                assert p.operations[0].target in where, (spec.to_json(), p.operations)
+                current = spec
+                for grown in p.operations:  # each one is exact where it is placed
+                    assert grown.target in places(current, grown.name)
+                    assert get_operation(grown.name).exact
+                    current = child_spec(current, grown)
+                assert current == p.spec
+                proposed += 1
+    assert proposed > 400 and refused > 400  # both sides were really exercised
 
 
 @pytest.mark.parametrize(
