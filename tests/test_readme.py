@@ -1,9 +1,12 @@
 """What the README shows works as shown: its study.yaml example validates, numbers written
 as `1e-5` (a string to YAML 1.1) are read as numbers, it opens with the two commands (CI runs the
-second), and each shipped study names the command that runs it."""
+second), each shipped study names the command that runs it, the operator table matches the
+registry and the hand-growing example runs and prints what it says."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import subprocess
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 
 from growsearch.cli import main
 from growsearch.config import load_config
+from growsearch.transforms import list_operations
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -66,3 +70,35 @@ def test_the_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None
 def test_each_study_opens_with_the_command_that_runs_it(name: str) -> None:
     first = (README.parent / "studies" / name).read_text(encoding="utf-8").splitlines()[0]
     assert first == f"# Run: growsearch run studies/{name}"
+
+
+def _section(title: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(title)
+    end = text.find("\n## ", start + len(title))
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_the_operator_table_matches_the_registry() -> None:
+    section = _section("## Exactness: the operators")
+    table = section[section.index("| operation |") :].split("\n\n")[0]
+    rows = re.findall(r"^\| `(\w+)` \(([^)]*)\) \| [^|]+ \| ([^|]+) \|", table, re.M)
+    ops = list_operations()
+    assert [name for name, _, _ in rows] == [o.name for o in ops]
+    for (name, args, exact), op in zip(rows, ops, strict=True):
+        assert set(re.findall(r"`(\w+)`", args)) == set(op.args), name
+        assert exact.strip().startswith("yes" if op.exact else "no"), name
+
+
+def test_the_hand_growing_example_runs_as_shown() -> None:
+    section = _section("### Growing a network by hand")
+    code = re.search(r"^```python\n(.*?)^```", section, re.M | re.S)
+    assert code, "the README should show the standalone transforms example"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code.group(1), "README.md", "exec"), {})
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "['conv1', 'hidden']"
+    exact, ok, error = lines[1].split()
+    assert (exact, ok) == ("True", "True") and float(error) < 1e-5
+    assert lines[2] == "conv16k3 -> maxpool -> flatten -> dense32 -> dense32 -> dense10"
