@@ -13,13 +13,14 @@ from _arch_gen import prepare_model, random_spec
 
 from growsearch.builder import build_model
 from growsearch.exceptions import TransformError
-from growsearch.spec import Spec
+from growsearch.spec import ACTIVATIONS, Spec
 from growsearch.transforms import Operation, apply_operation, get_operation, places
 
 N_ARCHS = 320
 CHUNKS = 4
 OPS = ("widen", "deepen", "widen_kernel", "add_skip")
 STATS: Counter[str] = Counter()
+WORST = [0.0]  # the largest error / tolerance seen, printed with the coverage summary
 
 
 def _random_args(name: str, rng: np.random.Generator) -> dict:
@@ -28,7 +29,7 @@ def _random_args(name: str, rng: np.random.Generator) -> dict:
             return {"factor": float(rng.choice([1.3, 1.5, 2.0, 2.0, 3.0]))}
         return {"width": None}  # filled in from the target's width
     if name == "deepen":
-        return {"kernel": int(rng.choice([1, 3, 5])), "batchnorm": bool(rng.random() < 0.4)}
+        return {"kernel": int(rng.choice([1, 3, 5, 7])), "batchnorm": bool(rng.random() < 0.4)}
     if name == "widen_kernel":
         return {"kernel": None}
     return {"span": int(rng.choice([1, 1, 2]))}
@@ -52,6 +53,25 @@ def _pick(spec: Spec, rng: np.random.Generator) -> Operation | None:
     return Operation(name, target, args)
 
 
+def _features(spec: Spec) -> set[str]:
+    """What one architecture exercises, to show the run covered every variation it claims."""
+    found = {"tabular input"}
+    if len(spec.input_shape) == 3:
+        _, h, w = spec.input_shape
+        found = {"non-square input" if h != w else "square input"}
+    layers = [layer for _, layer in spec.walk()]
+    affine = [x for x in layers if x.kind in ("dense", "conv")]
+    found |= {"with bias" if x.bias else "without bias" for x in affine}  # type: ignore[union-attr]
+    bn = any(x.kind == "batchnorm" or getattr(x, "batchnorm", False) for x in layers)
+    found.add("with batchnorm" if bn else "without batchnorm")
+    if any(x.kind == "dropout" or getattr(x, "dropout", 0) > 0 for x in layers):
+        found.add("dropout")
+    found |= {f"residual {x.skip}" for x in layers if x.kind == "residual"}  # type: ignore[union-attr]
+    found |= {x.kind for x in layers if x.kind in ("concat", "flatten", "global_avgpool")}
+    found |= {f"activation {getattr(x, 'activation', getattr(x, 'fn', ''))}" for x in layers}
+    return found - {"activation "}
+
+
 def _check_places_consistent(spec: Spec) -> None:
     """Every layer not in places() is refused with a TransformError naming it."""
     for name in OPS:
@@ -67,6 +87,7 @@ def _check_places_consistent(spec: Spec) -> None:
 def _run_case(seed: int) -> None:
     rng = np.random.default_rng(seed)
     spec = random_spec(rng)
+    STATS.update(_features(spec))
     model, opt_state = prepare_model(spec, rng)
     state = model.state_dict()
     x = torch.randn((8, *spec.input_shape), generator=torch.Generator().manual_seed(seed))
@@ -102,6 +123,7 @@ def _run_case(seed: int) -> None:
             out = child(x)
         err = (out - ref).abs().max().item()
         assert err <= tol, f"error {err:.3e} > {tol:.3e}; {context}"
+        WORST[0] = max(WORST[0], err / tol)
         # the optimiser state follows the child's parameters
         params = dict(child.named_parameters())
         assert result.optimizer_state is not None
@@ -127,9 +149,28 @@ def test_property_run_covered_everything() -> None:
         pytest.skip("the property chunks did not all run in this session")
     print(
         f"\nproperty test: {STATS['archs']} architectures, {STATS['sequences']} op sequences, "
-        f"{STATS['ops']} operations: " + ", ".join(f"{n} {STATS[n]}" for n in OPS)
+        f"{STATS['ops']} operations: "
+        + ", ".join(f"{n} {STATS[n]}" for n in OPS)
+        + f"; largest error / tolerance {WORST[0]:.3g}"
     )
     assert STATS["archs"] >= 300
     assert STATS["sequences"] >= 290
     for name in OPS:
         assert STATS[name] >= 40, (name, STATS)
+    for feature in (
+        "non-square input",
+        "square input",
+        "tabular input",
+        "with bias",
+        "without bias",
+        "with batchnorm",
+        "without batchnorm",
+        "dropout",
+        "residual identity",
+        "residual projection",
+        "concat",
+        "flatten",
+        "global_avgpool",
+        *(f"activation {a}" for a in ACTIVATIONS),
+    ):
+        assert STATS[feature] >= 10, (feature, STATS)
