@@ -15,6 +15,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from growsearch.builder import build_model
+from growsearch.checkpoints import load_checkpoint
 from growsearch.cli import main
 from growsearch.search._objective import TrialRunner
 from growsearch.search._timing import PHASES
@@ -185,6 +187,49 @@ def test_a_child_that_breaks_max_params_is_not_trained(tmp_path: Path) -> None:
         assert "search.max_params 1500 (not trained)" in t.user_attrs["prune_reason"]
     for m in by_trial.values():
         assert m.num_params <= 1500
+
+
+@pytest.mark.parametrize("init", ["net2net", "random-pad", "random-init"])
+def test_init_and_grown_optimizer_state_are_study_settings(tmp_path: Path, init: str) -> None:
+    """search.init picks the exact transform or an ablation baseline; with
+    search.optimizer_state: grow a child's Adam state continues its parent's (the step count of an
+    inherited parameter keeps counting, a new one starts at zero), except after random-init,
+    whose child has no history to inherit."""
+    url = _url(tmp_path)
+    path, _ = tiny_study(
+        tmp_path,
+        url,
+        n_trials=2,  # the seed and one deeper child (the tiny MLP has one place to deepen)
+        train={"optimizer": "adam", "lr": 0.01},
+        search={"init": init, "optimizer_state": "grow", "operations": ["deepen"]},
+    )
+    assert _run(path) == 0
+    with SQLLineageStore(url, create=False) as store:
+        models = {m.model_id: m for m in store.models("tiny") if m.status == "finished"}
+    assert len(models) == 2
+    seed = next(m for m in models.values() if m.parent_id is None)
+    seed_steps = {
+        k: int(v["step"]) for k, v in load_checkpoint(seed.checkpoint).optimizer_state.items()
+    }
+    steps_per_epoch = next(iter(seed_steps.values()))  # one epoch, every parameter stepped
+    assert set(seed_steps.values()) == {steps_per_epoch}
+    for m in models.values():
+        if m.parent_id is None:
+            assert m.info["init"] == "scratch"
+            continue
+        assert m.info["init"] == init and m.info["exact"] == (init == "net2net")
+        parent = models[m.parent_id]
+        parent_steps = {
+            k: int(v["step"]) for k, v in load_checkpoint(parent.checkpoint).optimizer_state.items()
+        }
+        ckpt = load_checkpoint(m.checkpoint)
+        assert ckpt.optimizer_state is not None
+        assert set(ckpt.optimizer_state) == set(ckpt.state_dict) & {
+            n for n, _ in build_model(ckpt.spec).named_parameters()
+        }
+        for name, entry in ckpt.optimizer_state.items():
+            inherited = parent_steps.get(name, 0) if init != "random-init" else 0
+            assert int(entry["step"]) == inherited + steps_per_epoch, (name, init)
 
 
 def test_same_architecture_from_the_same_parent_the_younger_gives_way(tmp_path: Path) -> None:
