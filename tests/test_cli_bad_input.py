@@ -210,3 +210,48 @@ def test_mnist_without_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     raw = _mutate("data.dataset", "mnist")
     err = _run_bad(tmp_path, capsys, ["run", str(_write(tmp_path, raw))])
     assert "data.root" in err
+
+
+def _tables(url: str) -> set[str]:
+    import sqlalchemy as sa
+
+    from growsearch.storage_url import make_engine
+
+    engine = make_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("command", ["resume", "worker"])
+def test_resume_on_a_database_without_lineage_tables_writes_nothing(
+    storage_url: str, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An existing database that holds no growsearch study (only Optuna's tables here): the
+    lineage tables must not be created by a command that then refuses to run."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna.create_study(study_name="optuna-only", storage=storage_url)
+    before = _tables(storage_url)
+    assert main([command, "--storage", storage_url, "--study", "optuna-only"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no growsearch lineage tables" in err
+    assert _tables(storage_url) == before
+
+
+@pytest.mark.postgres
+def test_resume_with_a_mistyped_database_name_creates_nothing(
+    postgresql_url: str, postgres_admin: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlalchemy as sa
+
+    typo = sa.make_url(postgresql_url).set(database="gs_no_such_db_typo")
+    url = typo.render_as_string(hide_password=False)
+    assert main(["resume", "--storage", url, "--study", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "database 'gs_no_such_db_typo' does not exist" in err
+    with postgres_admin.connect() as conn:  # type: ignore[attr-defined]
+        names = conn.execute(sa.text("SELECT datname FROM pg_database")).scalars().all()
+    assert "gs_no_such_db_typo" not in names

@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "wait", 0) > 0:
         _wait_for_study(args.storage, args.study, args.wait)
     check_storage_url(args.storage, must_exist=True)
-    store = SQLLineageStore(args.storage)
+    # create=False: a database without lineage tables (a mistyped URL, an Optuna-only one)
+    # is bad input, and bad input writes nothing.
+    store = SQLLineageStore(args.storage, create=False)
     record = store.get_study(args.study)
     if record is None:
         names = store.list_studies()
