@@ -8,12 +8,13 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from growsearch.builder import build_model
-from growsearch.checkpoints import load_checkpoint
+from growsearch.checkpoints import load_checkpoint, load_model
 from growsearch.cli import main
 from growsearch.spec import Spec
 from growsearch.store import SQLLineageStore
@@ -195,3 +196,42 @@ def test_db_current_and_upgrade(ran: str, capsys: pytest.CaptureFixture[str]) ->
     assert "***" in text or "@" not in text or ":" not in ran.split("@")[0].split("//")[1]
     text = _out(capsys, ["db", "upgrade", "--storage", ran])
     assert f"-> {head_revision()}" in text
+
+
+def test_export_onnx_where_installed_computes_the_same_function(
+    ran: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from onnx.reference import ReferenceEvaluator
+
+    with SQLLineageStore(ran, create=False) as store:
+        best = store.best("tiny")
+    assert best is not None
+    out = tmp_path / "m"
+    argv = ["export", str(best.model_id), "--storage", ran, "--study", "tiny", "--out", str(out)]
+    printed = json.loads(_out(capsys, [*argv, "--onnx"]))
+    assert str(out.with_suffix(".onnx")) in printed["files"]
+    spec, model = load_model(best.checkpoint, expected_sha256=best.sha256)
+    model.eval()
+    x = torch.rand(3, *spec.input_shape)  # batch 3: the exported batch axis is dynamic
+    (logits,) = ReferenceEvaluator(str(out.with_suffix(".onnx"))).run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        assert np.allclose(logits, model(x).numpy(), atol=1e-5)
+
+
+def test_export_onnx_without_the_packages_says_what_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a)
+    )
+    out = tmp_path / "m"
+    code = main(["export", "1", "--storage", f"sqlite:///{tmp_path / 'g.db'}", "--out", str(out),
+                 "--onnx"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--onnx needs onnx" in err and "growsearch[onnx]" in err
+    assert list(tmp_path.iterdir()) == []  # checked before anything is opened or written

@@ -72,23 +72,24 @@ def run(args: argparse.Namespace) -> int:
     os.replace(tmp, out.with_suffix(".json"))
     written.append(out.with_suffix(".json"))
     model.eval()
-    example = torch.zeros(1, *spec.input_shape)
+    # Batch size 2 in the example: torch.export (ONNX's exporter too) specialises a size-1 dim.
+    example = torch.zeros(2, *spec.input_shape)
     if args.torch_export:
-        # Batch size 2 in the example: torch.export specialises a dimension of size 1.
         batch = torch.export.Dim("batch", min=1)
-        program = torch.export.export(
-            model, (torch.zeros(2, *spec.input_shape),), dynamic_shapes=({0: batch},)
-        )
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         torch.export.save(program, str(out.with_suffix(".pt2")))
         written.append(out.with_suffix(".pt2"))
     if args.onnx:
+        # verbose=False: the exporter's progress lines would go to stdout, which carries only
+        # the JSON summary below.
         torch.onnx.export(
             model,
             (example,),
             str(out.with_suffix(".onnx")),
             input_names=["x"],
             output_names=["logits"],
-            dynamic_axes={"x": {0: "batch"}},
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            verbose=False,
         )
         written.append(out.with_suffix(".onnx"))
         data = out.with_suffix(".onnx.data")  # large weights go to a side file
