@@ -235,3 +235,33 @@ def test_export_onnx_without_the_packages_says_what_to_install(
     err = capsys.readouterr().err
     assert code == 2 and "--onnx needs onnx" in err and "growsearch[onnx]" in err
     assert list(tmp_path.iterdir()) == []  # checked before anything is opened or written
+
+
+def test_best_lists_the_pareto_front_of_a_multi_objective_study(
+    storage_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`growsearch best` on both backends for a multi-objective study (accuracy vs params)."""
+    spec = {"input_shape": [4], "layers": [{"type": "dense", "out": 3, "name": "dense0"}]}
+    points = [(0.5, 30), (0.7, 40), (0.6, 50), (0.7, 35), (0.9, 90)]  # 0.7/40, 0.6/50 dominated
+    with SQLLineageStore(storage_url) as store:
+        store.create_study("mo", {"search": {"objectives": ["val_accuracy", "params"]}})
+        ids = []
+        for trial, (acc, params) in enumerate(points):
+            parent = ids[0] if ids else None
+            mid = store.start_model(
+                "mo", trial, parent, "widen" if parent else "seed", [{}] if parent else [],
+                spec, f"h{trial}", params, 2 * params, 1 if parent else 0,
+            )  # fmt: skip
+            store.finish_model(mid, val_accuracy=acc, objectives=[acc, float(params)])
+            ids.append(mid)
+        store.fail_model(
+            store.start_model("mo", 9, ids[0], "widen", [{}], spec, "h9", 1, 2, 1), reason="nan"
+        )
+    data = json.loads(
+        _out(capsys, ["best", "--storage", storage_url, "--study", "mo", "--format", "json"])
+    )
+    assert data["objectives"] == ["val_accuracy", "params"]
+    front = [(r["model_id"], *r["objectives"]) for r in data["pareto_front"]]
+    assert front == [(ids[4], 0.9, 90.0), (ids[3], 0.7, 35.0), (ids[0], 0.5, 30.0)]
+    text = _out(capsys, ["best", "--storage", storage_url, "--study", "mo"])
+    assert "Pareto front of 'mo' (val_accuracy vs params): 3 model(s)" in text
