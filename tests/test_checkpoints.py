@@ -308,6 +308,27 @@ def test_checkpoint_errors_are_user_errors(tmp_path: Path) -> None:
 
 
 # ---- devices -----------------------------------------------------------------------------------
+def test_checkpoint_files_record_no_device(tmp_path: Path) -> None:
+    """Why a file saved on a GPU loads on a CPU-only machine, checked without a GPU: the bytes
+    name no device (safetensors stores dtype, shape and offsets only, and our header holds the
+    spec and metadata), and loading builds the tensors on the device asked for. The GPU round
+    trip itself is ``test_saved_on_gpu_loads_anywhere`` (marked gpu)."""
+    model, optim = _trained()
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, SPEC, model.state_dict(), optimizer_state=optim, metadata={"k": 1})
+    data = path.read_bytes()
+    raw = data[8 : 8 + int.from_bytes(data[:8], "little")]
+    assert b"cuda" not in raw and b"device" not in raw
+    header = json.loads(raw)
+    ours = json.loads(header.pop("__metadata__")[HEADER_KEY])
+    assert header and all(set(v) == {"dtype", "shape", "data_offsets"} for v in header.values())
+    assert set(ours) == {"format", "format_version", "spec", "metadata", "optimizer"}
+    ckpt = load_checkpoint(path, device=torch.device("cpu"))
+    assert {t.device.type for t in ckpt.state_dict.values()} == {"cpu"}
+    assert ckpt.optimizer_state is not None
+    assert {t.device.type for s in ckpt.optimizer_state.values() for t in s.values()} == {"cpu"}
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_saved_on_gpu_loads_anywhere(tmp_path: Path) -> None:
