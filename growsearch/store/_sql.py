@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from growsearch.exceptions import StorageError
 from growsearch.storage_url import check_storage_url, make_engine, redact
-from growsearch.store._base import LineageStore
+from growsearch.store._base import LineageStore, gc_paused
 from growsearch.store._migrate import ensure_schema
 from growsearch.store._models import (
     STATUSES,
@@ -375,12 +375,13 @@ class SQLLineageStore(LineageStore):
 
     def models(self, study: str, status: str | None = None) -> list[ModelRecord]:
         _check_status(status, STATUSES)
-        with self._session() as s:
-            stmt = _records_query().where(M.study_id == self._study_id(s, study))
-            if status is not None:
-                stmt = stmt.where(M.status == status)
-            rows = s.execute(stmt.order_by(M.trial_number, M.id)).all()
-        return [_to_record(r) for r in rows]
+        with gc_paused():
+            with self._session() as s:
+                stmt = _records_query().where(M.study_id == self._study_id(s, study))
+                if status is not None:
+                    stmt = stmt.where(M.status == status)
+                rows = s.execute(stmt.order_by(M.trial_number, M.id)).all()
+            return [_to_record(r) for r in rows]
 
     def best(self, study: str) -> ModelRecord | None:
         with self._session() as s:
