@@ -154,3 +154,18 @@ def test_dashboard_started_before_any_checkpoint_still_serves_artifacts_later(
     assert main(["dashboard", "--storage", ran[0], "--checkpoint-dir", str(later)]) == 0
     assert Path(seen["artifact_store"]._base_path) == later / "artifacts"
     assert not later.exists()  # the dashboard only reads: it creates nothing
+
+
+def test_dashboard_command_takes_storage_and_checkpoints_from_the_study_yaml(
+    ran: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optuna_dashboard
+
+    url, ckpt = ran
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(
+        optuna_dashboard, "run_server", lambda storage, **kw: seen.update(kw, storage=storage)
+    )
+    assert main(["dashboard", str(ckpt.parent / "tiny.yaml")]) == 0
+    assert seen["storage"] == url and seen["host"] == "127.0.0.1"
+    assert Path(seen["artifact_store"]._base_path).resolve() == (ckpt / "artifacts").resolve()
