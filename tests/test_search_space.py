@@ -299,3 +299,15 @@ def test_phase_timer_accounts_for_every_second() -> None:
     assert out["total"] >= out["training"] + out["db"]
     assert out["overhead"] == pytest.approx(1 - out["training"] / out["total"], abs=1e-3)
     assert list(out) == ["training", "db", "other", "total", "overhead"]
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "gp", "nsgaii", "qmc", "RandomSampler"])
+def test_any_optuna_sampler_by_name(name: str) -> None:
+    cfg = parse_config(_raw(sampler=name))
+    sampler = make_sampler(cfg)
+    cls_name = {"tpe": "TPESampler", "random": "RandomSampler", "gp": "GPSampler",
+                "nsgaii": "NSGAIISampler", "qmc": "QMCSampler"}.get(name, name)  # fmt: skip
+    assert type(sampler) is getattr(optuna.samplers, cls_name)
+    study = optuna.create_study(sampler=sampler)
+    trial = study.ask()
+    assert propose(trial, SPEC, cfg.search).operations[0].name in ("widen", "deepen")

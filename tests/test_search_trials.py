@@ -299,3 +299,36 @@ def test_a_slow_checkpoint_write_warns_to_raise_the_grace_period() -> None:
     TrialRunner._check_save_time(runner, 14.0)  # type: ignore[arg-type]
     assert len(lines) == 1  # said once per worker
     assert "took 12.5s" in lines[0] and "grace_period to at least 35" in lines[0]
+
+
+def test_a_child_deeper_than_max_depth_is_not_trained(tmp_path: Path) -> None:
+    url = _url(tmp_path)
+    # The seed has depth 2 (two dense layers): with max_depth 2 every deepened child is refused.
+    path, _ = tiny_study(
+        tmp_path,
+        url,
+        n_trials=2,
+        search={"operations": ["deepen"], "max_depth": 2},
+        workers={"max_consecutive_pruned": 3},
+    )
+    assert _run(path) == 0  # the worker stops by itself after 3 refused children
+    trials = _trials(url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] + [TrialState.PRUNED] * 3
+    assert trials[0].constraints["max_depth"] <= 0
+    for t in trials[1:]:
+        assert t.constraints["max_depth"] == 1.0  # depth 3 against 2: infeasible by 1
+        assert "child depth 3 > search.max_depth 2 (not trained)" in t.user_attrs["prune_reason"]
+    with SQLLineageStore(url, create=False) as store:
+        assert [m.trial_number for m in store.models("tiny")] == [0]  # no row, no training
+
+
+def test_the_time_budget_stops_a_worker_between_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = _url(tmp_path)
+    # Any trial takes longer than 0.05 s: the seed runs, then the budget is spent.
+    path, _ = tiny_study(tmp_path, url, n_trials=4, search={"time_budget_s": 0.05})
+    capsys.readouterr()
+    assert _run(path) == 0
+    assert "stopped: time budget of" in capsys.readouterr().out
+    assert [t.state for t in _trials(url)] == [TrialState.COMPLETE]
