@@ -427,20 +427,38 @@ def test_rows_without_a_label_are_dropped_with_a_warning(tmp_path: Path) -> None
     assert ds.num_train + ds.num_val == 48 and ds.class_names == ["0", "1", "2"]
 
 
-def test_parquet(tmp_path: Path) -> None:
-    frame = tabular_frame(60)
-    write_parquet(tmp_path / "t.parquet", frame)
+def test_parquet_without_pyarrow_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_parquet(tmp_path / "t.parquet", tabular_frame(20))
+    monkeypatch.setattr("growsearch.data._tabular._has_pyarrow", lambda: False)
     cfg = DataConfig(dataset="parquet", root=str(tmp_path / "t.parquet"), target="species")
-    if not has_pyarrow():
-        msg = load_error(cfg, tmp_path)
-        assert "reading Parquet files needs pyarrow" in msg and "`pip install pyarrow`" in msg
-        return
+    msg = load_error(cfg, tmp_path)
+    assert msg.startswith("data.root: reading Parquet files needs pyarrow, which is not installed")
+    assert "`pip install pyarrow`" in msg and "data.dataset: csv" in msg
+
+
+@pytest.mark.skipif(not has_pyarrow(), reason="needs pyarrow (pip install -e '.[dev]')")
+def test_parquet(tmp_path: Path) -> None:
+    frame, test = tabular_frame(60), tabular_frame(15, seed=3)
+    write_parquet(tmp_path / "t.parquet", frame)
+    write_parquet(tmp_path / "test.parquet", test)
+    cfg = DataConfig(
+        dataset="parquet",
+        root=str(tmp_path / "t.parquet"),
+        target="species",
+        test=str(tmp_path / "test.parquet"),
+    )
     write_csv(tmp_path / "t.csv", frame)
+    write_csv(tmp_path / "test.csv", test)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from_parquet = load_dataset(cfg)
-        from_csv = load_dataset(csv_cfg(tmp_path / "t.csv"))
+        from_csv = load_dataset(csv_cfg(tmp_path / "t.csv", test=str(tmp_path / "test.csv")))
     assert torch.equal(from_parquet.x_train, from_csv.x_train)
+    assert torch.equal(from_parquet.y_val, from_csv.y_val)
+    assert from_parquet.x_test is not None and from_csv.x_test is not None
+    assert torch.equal(from_parquet.x_test, from_csv.x_test)
     assert from_parquet.feature_names == from_csv.feature_names
 
 

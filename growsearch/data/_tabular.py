@@ -33,12 +33,19 @@ _PARQUET_MAGIC = b"PAR1"
 # ---- reading ----------------------------------------------------------------------------
 
 
+def _has_pyarrow() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
 def _parquet_engine_problem(field: str) -> str | None:
-    if importlib.util.find_spec("pyarrow") or importlib.util.find_spec("fastparquet"):
+    # pyarrow only: the column check reads the schema with it, and fastparquet alone would
+    # pass this check and then fail there with an ImportError.
+    if _has_pyarrow():
         return None
     return (
         f"{field}: reading Parquet files needs pyarrow, which is not installed; run "
-        "`pip install pyarrow` (or save the table as CSV and use data.dataset: csv)"
+        "`pip install pyarrow` (or `pip install 'growsearch[parquet]'`), or save the table as "
+        "CSV and use data.dataset: csv"
     )
 
 
@@ -77,7 +84,7 @@ def read_table(
     """Read a csv or parquet file (``kind``); a file that is not one raises ConfigError."""
     try:
         if kind == "parquet":
-            frame = pd.read_parquet(path, columns=columns)
+            frame = pd.read_parquet(path, columns=columns, engine="pyarrow")
             return frame.head(nrows) if nrows is not None else frame
         return pd.read_csv(path, usecols=columns, nrows=nrows, low_memory=False)
     except ImportError as e:  # no parquet engine
