@@ -26,6 +26,7 @@ __all__ = [
     "WorkerSection",
     "checkpoint_window",
     "checkpoint_write_estimate",
+    "data_section",
     "load_config",
     "parse_config",
 ]
@@ -513,6 +514,24 @@ def _yaml12_floats(node: Any, key: object = None) -> Any:
 
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:
     """Read and validate a study.yaml; every failure is a ConfigError naming the file."""
+    return parse_config(_read_study_file(path), source=str(Path(path)))
+
+
+def data_section(path: str | os.PathLike[str]) -> DataConfig | None:
+    """The data section of a study file even when other sections are wrong, so ``validate`` can
+    check the data in the same pass; None if the file or the section itself is unusable."""
+    try:
+        raw = _read_study_file(path)
+    except ConfigError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    c = _Checker()
+    data = _check_data(c, raw.get("data"))
+    return None if c.problems else data
+
+
+def _read_study_file(path: str | os.PathLike[str]) -> Any:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"no such file; check the path (cwd is {Path.cwd()})", str(p))
@@ -531,4 +550,4 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
         raise ConfigError(f"not valid YAML{where}: {problem}", str(p)) from None
     if raw is None:
         raise ConfigError("the file is empty; see studies/digits.yaml for an example", str(p))
-    return parse_config(_yaml12_floats(raw), source=str(p))
+    return _yaml12_floats(raw)

@@ -117,6 +117,50 @@ def test_every_problem_is_reported_at_once(
     assert "adan" in err and "n_trials" in err and "nope" in err
 
 
+def test_validate_lists_data_problems_next_to_config_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A typo in train and a wrong data path: one pass of validate names both.
+    raw = _mutate("train.lrr", 0.1)
+    raw["data"] = {"dataset": "mnist", "root": str(tmp_path / "no-such-folder")}
+    err = _run_bad(tmp_path, capsys, ["validate", str(_write(tmp_path, raw))])
+    assert "2 problems" in err
+    assert "train: unknown key 'lrr' (did you mean 'lr'?)" in err
+    assert "data.root: folder not found" in err and "no-such-folder" in err
+
+
+def test_validate_checks_the_seed_against_the_data_despite_other_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = _mutate("storage", "sqlite://")  # refused, but the data can still be checked
+    raw["model"]["input_shape"] = [1, 16, 16]
+    err = _run_bad(tmp_path, capsys, ["validate", str(_write(tmp_path, raw))])
+    assert "2 problems" in err
+    assert "in-memory SQLite database" in err and "set model.input_shape: [1, 8, 8]" in err
+
+
+def test_validate_prints_shapes_and_parameters_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default storage and checkpoint folder are relative
+    yaml_path = _write(tmp_path, GOOD)
+    before = set(os.listdir(tmp_path))
+    assert main(["validate", str(yaml_path)]) == 0
+    out = capsys.readouterr().out
+    assert set(os.listdir(tmp_path)) == before  # no database, no checkpoints, no lock
+    assert out.startswith(f"{yaml_path}: ok\n")
+    assert "data 'digits': 1438 train / 359 validation samples, shape [1, 8, 8], 10 classes" in out
+    # conv 1->4 (3x3, padding 1): 40 params; flatten 4*8*8 = 256; dense 256->10: 2,570.
+    assert "seed: conv4k3 -> flatten -> dense10" in out
+    assert "2,610 parameters" in out
+    lines = [line.split() for line in out.splitlines()[5:]]
+    assert [(w[0], w[-2]) for w in lines] == [
+        ("conv0", "40"),
+        ("flatten1", "0"),
+        ("dense2", "2,570"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("path", "value", "needle"),
     [

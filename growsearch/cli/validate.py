@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from growsearch.config import load_config
+from growsearch.config import StudyConfig, data_section, load_config
 from growsearch.data import check_dataset, load_dataset
 from growsearch.exceptions import ConfigError, UserError
 from growsearch.fit import model_data_problems
@@ -23,8 +23,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=run)
 
 
+def _load(path: str) -> StudyConfig:
+    try:
+        return load_config(path)  # raises with every config problem at once
+    except ConfigError as e:
+        # A wrong key elsewhere must not hide a wrong data path: list both in one message.
+        data = data_section(path)
+        more = check_dataset(data) if data is not None else []
+        if not more:
+            raise
+        raise ConfigError([*e.problems, *more], e.source) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.study_yaml)  # raises with every config problem at once
+    cfg = _load(args.study_yaml)
     problems: list[str] = []
     try:
         check_storage_url(cfg.storage)
@@ -44,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
             problems += e.problems
     d = data_cfg = cfg.data
     problems += check_train_config(cfg.train)
-    problems += check_dataset(data_cfg)
+    data_problems = check_dataset(data_cfg)
+    problems += data_problems
     ds = None
-    if not problems:
+    if not data_problems:  # load even if other checks failed: the seed must fit the data
         try:
             ds = load_dataset(data_cfg, seed=cfg.seed)
         except UserError as e:
