@@ -238,9 +238,29 @@ def test_lineage_scale_postgresql(postgresql_url: str) -> None:
 
 # ---- GPU ----------------------------------------------------------------------------------------
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the no-GPU path")
-def test_gpu_overhead_says_why_it_is_skipped(tmp_path: Path) -> None:
-    assert gpu_overhead.main(["--out", str(tmp_path)]) == 0
-    payload = json.loads((tmp_path / "gpu_overhead.json").read_text())
-    assert payload["result"]["skipped"] is True
-    assert "no CUDA device" in payload["result"]["reason"]
-    assert payload["machine"]["gpu"] is None
+def test_gpu_overhead_without_cuda_fails_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "gpu"
+    assert gpu_overhead.main(["--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("python -m benchmarks.gpu_overhead: error: no CUDA device: ")
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+    assert gpu_overhead.cuda_problem() in captured.err  # the reason: no CUDA build, or no GPU
+    assert not out.exists()  # nothing measured, nothing written
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        gpu_overhead.run("quick", tmp_path)
+
+
+@pytest.mark.gpu
+def test_gpu_overhead_smoke(tmp_path: Path) -> None:
+    base = load_config(overhead.STUDY_YAML)
+    ds = load("digits", batch_size=32, max_train=200, max_val=60)
+    setup = replace(overhead.QUICK, n_trials=2, device="cuda", amp="bf16")
+    r = overhead.study_overhead(base, ds, seed=0, setup=setup)
+    assert r["trials_completed"] == 2 and r["seconds_by_phase"]["training"] > 0
+    t = overhead.throughput(
+        base.model, ds, replace(setup, throughput_pairs=2, throughput_warmup=1), batch_size=32
+    )
+    assert min(t["growsearch_samples_per_s"]) > 0 and min(t["plain_samples_per_s"]) > 0
