@@ -172,6 +172,9 @@ def test_a_run_on_a_terminal_shows_the_epoch_bar(
     assert "\r" in out
     assert re.search(r"trial 0: +\d+%\|", out) and re.search(r"trial 1: +\d+%\|", out)
     assert "2/2" in out and "1/1" in out  # the seed's two epochs, the child's one
+    # The study's bar above the epoch bar: finished trials out of n_trials, full at the end.
+    assert re.search(r"trials: +0%\|[^\r\n]*0/2", out)
+    assert re.search(r"trials: +100%\|[^\r\n]*2/2", out)
     assert not EPOCH_LINE.search(out.replace("\r", "\n"))  # no per-epoch lines under a bar
     assert "[trial 0] seed (from scratch)" in out and "[trial 1] done: val_acc" in out
     assert "growsearch: stopped: 2 trials finished (n_trials = 2)" in out
