@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from types import FrameType
+from typing import Any
 
 from growsearch.exceptions import UserError
 
@@ -110,7 +111,7 @@ def stop_heartbeat_threads(timeout: float = 5.0) -> int:
     target = HeartbeatThread._record_heartbeat
     stopped = []
     for t in threading.enumerate():
-        args = getattr(t, "_args", ())
+        args: tuple[Any, ...] = getattr(t, "_args", ())
         if getattr(t, "_target", None) is target and len(args) == 3:
             args[2].set()
             stopped.append(t)

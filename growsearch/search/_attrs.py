@@ -48,18 +48,20 @@ def _bulk(trial: optuna.Trial, user: dict[str, str], system: dict[str, str]) -> 
     backend = getattr(trial.storage, "_backend", trial.storage)  # inside _CachedStorage
     if not isinstance(backend, RDBStorage):
         return False
-    dialect = backend.engine.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    # Both dialects spell the upsert the same way (ON CONFLICT ... DO UPDATE).
+    upserts: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    insert = upserts.get(backend.engine.name)
+    if insert is None:
         return False
     trial_id, study_id = trial._trial_id, trial.study._study_id
     with _create_scoped_session(backend.scoped_session) as session:
         state = session.scalar(
             sa.select(models.TrialModel.state).where(models.TrialModel.trial_id == trial_id)
         )
+        if state is None:  # no such trial: let Optuna's own path raise its error
+            return False
         backend.check_trial_is_updatable(trial_id, state)  # raises for a finished trial
         for model, owner, owner_id, values in (
             (models.TrialUserAttributeModel, "trial_id", trial_id, user),

@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from growsearch.config import PRUNERS, SAMPLERS, StudyConfig
@@ -37,8 +38,10 @@ def quiet_optuna() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def directions(cfg: StudyConfig) -> list[str]:
-    return ["maximize"] + ["minimize"] * (len(cfg.search.objectives) - 1)
+def directions(cfg: StudyConfig) -> list[StudyDirection]:
+    """Accuracy first (maximised), then every cost objective (minimised)."""
+    rest = [StudyDirection.MINIMIZE] * (len(cfg.search.objectives) - 1)
+    return [StudyDirection.MAXIMIZE, *rest]
 
 
 def make_storage(

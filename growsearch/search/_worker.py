@@ -62,7 +62,8 @@ def reconcile(study: optuna.Study, store: LineageStore) -> list[int]:
     running or finished become ``killed``; running rows of COMPLETE trials (the worker died
     between Optuna's record and its own) are finished from the trial's attributes. Afterwards a
     finished row always means a COMPLETE trial. Returns the trial numbers changed."""
-    failed, complete = [], {}
+    failed: list[int] = []
+    complete: dict[int, FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.COMPLETE)):
         if t.state == TrialState.FAIL:
             failed.append(t.number)
@@ -74,20 +75,20 @@ def reconcile(study: optuna.Study, store: LineageStore) -> list[int]:
     ):
         changed += failed
     for row in store.models(study.study_name, status="running"):
-        t = complete.get(row.trial_number)
-        if t is None or "sha256" not in t.user_attrs:
+        done = complete.get(row.trial_number)
+        if done is None or "sha256" not in done.user_attrs:
             continue
         finish_row(
             store,
             row.model_id,
             {
-                "val_accuracy": t.values[0],
-                "objectives": list(t.values),
-                "checkpoint": t.user_attrs["checkpoint"],
-                "sha256": t.user_attrs["sha256"],
-                "preservation_error": t.user_attrs.get("preservation_error"),
-                "train_seconds": t.user_attrs.get("train_seconds"),
-                "info": {"timings": t.user_attrs.get("timings"), "finished_by": "reconcile"},
+                "val_accuracy": done.values[0],
+                "objectives": list(done.values),
+                "checkpoint": done.user_attrs["checkpoint"],
+                "sha256": done.user_attrs["sha256"],
+                "preservation_error": done.user_attrs.get("preservation_error"),
+                "train_seconds": done.user_attrs.get("train_seconds"),
+                "info": {"timings": done.user_attrs.get("timings"), "finished_by": "reconcile"},
             },
         )
         changed.append(row.trial_number)
@@ -287,7 +288,7 @@ def _loop(
                     runner,
                     n_trials=1,
                     catch=(Exception,),
-                    callbacks=[lambda s, t: (runner.settle(t), last.append(t))],
+                    callbacks=[lambda s, t: runner.settle(t), lambda s, t: last.append(t)],
                 )
             except Exception as e:
                 last.append(_finished_elsewhere(study, runner, guard, reporter, e))
