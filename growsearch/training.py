@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from growsearch._stop import raise_if_requested
 from growsearch.data import DeviceData
 from growsearch.exceptions import ConfigError, TrainingDivergedError
 from growsearch.spec._parse import did_you_mean
@@ -323,6 +324,7 @@ def train(
         loss_sum = torch.zeros((), device=device)
         seen = 0
         for xb, yb in data.train_batches(gen):
+            raise_if_requested()  # a Ctrl-C whose exception Python swallowed elsewhere
             with _autocast(device, cfg.amp):
                 loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from growsearch.cli import _common, main
@@ -229,3 +230,110 @@ def test_a_command_that_handles_the_interrupt_itself_gets_the_signal_code(
         return 0  # pragma: no cover
 
     assert _common.guarded(command, argparse.Namespace()) == code
+
+
+class _SignalInDel:
+    """An object whose ``__del__`` receives the signal: Python runs the handler there and, as for
+    any exception in ``__del__`` or a weakref callback, prints "Exception ignored" and goes on."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), self.signum)
+        for _ in range(100_000):  # the handler runs between these bytecodes
+            pass
+
+
+def _swallow(signum: int) -> None:
+    obj = _SignalInDel(signum)
+    del obj
+
+
+SWALLOWED = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@SWALLOWED
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_python_swallowed_still_stops_training(signum: int, code: int) -> None:
+    from growsearch import _stop
+    from growsearch.builder import build_model
+    from growsearch.data import DataConfig, DeviceData, load_dataset
+    from growsearch.spec import Spec
+    from growsearch.training import TrainConfig, train
+
+    spec = Spec.from_dict(
+        {"input_shape": [1, 8, 8], "layers": [{"type": "flatten"}, {"type": "dense", "out": 10}]}
+    )
+    model = build_model(spec, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = DeviceData(load_dataset(DataConfig(), seed=0), torch.device("cpu"), 64)
+    seen: list[int | None] = []
+
+    def command(args: argparse.Namespace) -> int:
+        _swallow(signum)  # the Interrupted raised by the handler is lost here
+        seen.append(_stop.requested())
+        train(model, data, TrainConfig(), epochs=50)  # without the poll: trains to the end
+        return 0  # pragma: no cover
+
+    assert _common.guarded(command, argparse.Namespace()) == code
+    assert seen == [signum]
+    # Stopped before the first optimiser step, and the request does not outlive the command.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert _stop.requested() is None
+
+
+@SWALLOWED
+def test_a_swallowed_signal_stops_the_worker_between_trials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, end to end: a run whose Ctrl-C was swallowed between two trials stops with 130
+    and then resumes to the right count."""
+    import growsearch.search._worker as worker
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    path, _ = tiny_study(tmp_path, url, n_trials=3)
+    real = worker.count_states
+    calls = [0]
+
+    def count_then_swallow(*a: object, **k: object) -> object:
+        calls[0] += 1
+        if calls[0] == 2:  # the seed has finished
+            _swallow(signal.SIGINT)
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker, "count_states", count_then_swallow)
+    assert main(["run", str(path), "--quiet"]) == 130
+    with SQLLineageStore(url) as store:
+        assert len(store.models("tiny", status="finished")) == 1  # the seed only
+    monkeypatch.setattr(worker, "count_states", real)
+    assert main(["run", str(path), "--quiet"]) == 0
+    check_finished_study(url, "tiny", 3)
+
+
+def test_the_command_line_imports_nothing_heavy_before_its_signal_handling() -> None:
+    """The console script imports ``growsearch.cli``; torch and optuna load inside ``main``,
+    where a Ctrl-C during their seconds of import is a clean interrupt, not a traceback."""
+    code = (
+        "import sys; from growsearch.cli import main; import growsearch; "
+        "print(sorted(m for m in ('torch', 'optuna', 'sqlalchemy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_ctrl_c_while_the_commands_import_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import growsearch.cli
+
+    def interrupted_import() -> tuple:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(growsearch.cli, "_commands", interrupted_import)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "studies/digits.yaml"]) == 130
+    assert (
+        capsys.readouterr().err == "\ngrowsearch: interrupted while starting; nothing was written\n"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -5,36 +5,33 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-from growsearch.cli import _common
-from growsearch.cli import best as best_cmd
-from growsearch.cli import dashboard as dashboard_cmd
-from growsearch.cli import db as db_cmd
-from growsearch.cli import evaluate as evaluate_cmd
-from growsearch.cli import export as export_cmd
-from growsearch.cli import lineage as lineage_cmd
-from growsearch.cli import report as report_cmd
-from growsearch.cli import resume as resume_cmd
-from growsearch.cli import run as run_cmd
-from growsearch.cli import validate as validate_cmd
+from types import ModuleType
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (
-    run_cmd,
-    resume_cmd,
-    lineage_cmd,
-    best_cmd,
-    export_cmd,
-    evaluate_cmd,
-    report_cmd,
-    validate_cmd,
-    dashboard_cmd,
-    db_cmd,
-)
+
+def _commands() -> tuple[ModuleType, ...]:
+    # Imported when a command runs, not with the package: the subcommands import torch and
+    # optuna (seconds), and a Ctrl-C during that import must end as a clean interrupt.
+    from growsearch.cli import (
+        best,
+        dashboard,
+        db,
+        evaluate,
+        export,
+        lineage,
+        report,
+        resume,
+        run,
+        validate,
+    )
+
+    return (run, resume, lineage, best, export, evaluate, report, validate, dashboard, db)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from growsearch.cli import _common
+
     parser = argparse.ArgumentParser(
         prog="growsearch",
         description="Search neural architectures by growing them with exact function-preserving "
@@ -42,14 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"growsearch {_common.version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _COMMANDS:
+    for module in _commands():
         module.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        from growsearch.cli import _common
+    except KeyboardInterrupt:
+        # Before `guarded` installs the signal handlers: nothing has been opened or written.
+        print("\ngrowsearch: interrupted while starting; nothing was written", file=sys.stderr)
+        return 130
     return _common.guarded(args.func, args)
 
 

@@ -22,6 +22,8 @@ from importlib import metadata
 from types import FrameType
 from typing import Any
 
+from growsearch import _stop
+from growsearch._stop import Interrupted
 from growsearch.exceptions import UserError
 
 __all__ = [
@@ -53,14 +55,6 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
-class Interrupted(KeyboardInterrupt):
-    """KeyboardInterrupt that remembers which signal caused it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
 @dataclass
 class StopState:
     signum: int | None = None  # the first stop signal received, if any
@@ -86,6 +80,9 @@ def stop_signals() -> Iterator[StopState]:
             os.write(2, _FORCED)
             os._exit(128 + signum)
         state.signum = signum
+        # Recorded as well as raised: if the exception lands in a weakref callback or a
+        # __del__, Python swallows it, and the training and worker loops raise it again.
+        _stop.request(signum)
         raise Interrupted(signum)
 
     previous = {s: signal.getsignal(s) for s in _SIGNALS}
@@ -96,6 +93,7 @@ def stop_signals() -> Iterator[StopState]:
     finally:
         for s, old in previous.items():
             signal.signal(s, old if old is not None else signal.SIG_DFL)
+        _stop.clear()
 
 
 def stop_heartbeat_threads(timeout: float = 5.0) -> int:

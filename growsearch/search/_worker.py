@@ -20,6 +20,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from growsearch._stop import raise_if_requested
 from growsearch.checkpoints import AtomicFileSystemArtifactStore, remove_stale_temp_files
 from growsearch.config import StudyConfig
 from growsearch.data import Dataset, DeviceData, load_dataset
@@ -243,6 +244,7 @@ def _loop(
     per_trial_sampler = reseedable(cfg)
     rdb = getattr(study._storage, "_backend", study._storage)  # the RDBStorage
     while True:
+        raise_if_requested()  # a Ctrl-C whose exception Python swallowed (growsearch._stop)
         budget = cfg.search.time_budget_s
         if budget is not None and time.monotonic() - t0 >= budget:
             summary.stopped_because = f"time budget of {budget:.0f}s used"
@@ -261,7 +263,7 @@ def _loop(
                 reporter.line(f"[trial {number}] was never run (its worker died); retried")
             counts = count_states(study)
             done = counts[TrialState.COMPLETE]
-            reporter.study_progress(done)
+            reporter.study_progress(done, counts[TrialState.RUNNING])
             if done != runner.reconciled_at:
                 reconcile(study, runner.store)
                 runner.reconciled_at = done
@@ -273,7 +275,9 @@ def _loop(
                 # The rest are running elsewhere; wait in case one of them fails.
                 lock.release()
                 if not waiting_said:
-                    reporter.line(f"waiting: {running} trial(s) running elsewhere finish the study")
+                    reporter.line(
+                        f"waiting: {running} trial(s) running elsewhere may finish the study"
+                    )
                     waiting_said = True
                 time.sleep(POLL_S)
                 continue
