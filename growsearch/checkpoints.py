@@ -11,6 +11,7 @@ and an equal sha256.) Files are written atomically (temp file in the same folder
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -123,9 +124,28 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(dest: Path, write: Any) -> None:
+def _publish(tmp: Path, dest: Path, exclusive: bool) -> None:
+    """Move the finished temp file to ``dest``; ``exclusive``: never replace a file already
+    there (FileExistsError), even one another process is creating at the same moment."""
+    if not exclusive:
+        os.replace(tmp, dest)
+        return
+    try:
+        os.link(tmp, dest)  # atomic, and fails if dest exists
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: check, then rename (a small race)
+        if os.path.lexists(dest):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dest)) from None
+        os.replace(tmp, dest)
+        return
+    os.unlink(tmp)
+
+
+def _atomic_write(dest: Path, write: Any, *, exclusive: bool = False) -> None:
     """Call ``write(file)`` on a temp file next to ``dest``, fsync it, then rename it over
-    ``dest``: readers see the old file or the whole new one, never a partial one."""
+    ``dest``: readers see the old file or the whole new one, never a partial one. With
+    ``exclusive`` an existing ``dest`` is left alone and FileExistsError raised."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(dest)
     # os.open with 0o666 lets the umask decide permissions, as for any file the user writes.
@@ -135,7 +155,7 @@ def _atomic_write(dest: Path, write: Any) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        _publish(tmp, dest, exclusive)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -191,11 +211,13 @@ def save_checkpoint(
     *,
     optimizer_state: Mapping[str, Mapping[str, Any]] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    exclusive: bool = False,
 ) -> str:
     """Write the checkpoint atomically (creating its folder) and return the file's sha256.
 
     The state dict must fit ``spec`` exactly (ValueError naming the tensors otherwise), so every
-    checkpoint written can be loaded.
+    checkpoint written can be loaded. ``exclusive``: raise FileExistsError rather than replace
+    an existing file at ``path``.
     """
     problem = _fit_problem(spec, {k: tuple(v.shape) for k, v in state_dict.items()})
     if problem:
@@ -212,7 +234,7 @@ def save_checkpoint(
     except (TypeError, ValueError) as e:
         raise ValueError(f"checkpoint metadata must be JSON data without NaN/inf: {e}") from e
     data = _serialise(_flat_tensors(state_dict, optimizer_state), {HEADER_KEY: text})
-    _atomic_write(Path(path), lambda f: f.write(data))
+    _atomic_write(Path(path), lambda f: f.write(data), exclusive=exclusive)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -167,6 +167,28 @@ def test_failed_write_keeps_the_old_file(
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # the temp file is gone
 
 
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_exclusive_save_never_replaces_a_file(
+    saved: tuple[Path, str, torch.nn.Module], monkeypatch: pytest.MonkeyPatch, hard_links: bool
+) -> None:
+    path, sha, _ = saved
+    if not hard_links:  # e.g. SMB or FAT: the check-then-rename fallback
+
+        def no_links(src: Any, dst: Any) -> None:
+            raise PermissionError("operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_links)
+    other = build_model(SPEC, seed=5).state_dict()
+    with pytest.raises(FileExistsError):
+        save_checkpoint(path, SPEC, other, exclusive=True)
+    assert sha_of(path) == sha
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # the temp file is gone
+    fresh = path.with_name("fresh.safetensors")
+    new_sha = save_checkpoint(fresh, SPEC, other, exclusive=True)
+    assert sha_of(fresh) == new_sha != sha
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, fresh.name])
+
+
 def test_save_refuses_weights_that_do_not_fit_the_spec(tmp_path: Path) -> None:
     state = build_model(WIDER, seed=0).state_dict()
     with pytest.raises(ValueError, match=r"layers\.conv0\.conv\.weight \(file \[5, 1, 3, 3\]"):

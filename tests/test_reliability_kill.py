@@ -86,9 +86,9 @@ elif point == "ckpt_write":
     import io
     import growsearch.checkpoints as ck
     atomic = ck._atomic_write
-    def half_then_die(dest, write):
+    def half_then_die(dest, write, **kw):
         if dest.suffix != ".safetensors":
-            return atomic(dest, write)
+            return atomic(dest, write, **kw)
         def half(f):
             buf = io.BytesIO()
             write(buf)
@@ -98,7 +98,7 @@ elif point == "ckpt_write":
             os.fsync(f.fileno())
             die("ckpt_write")
             f.write(data[len(data) // 2 :])
-        return atomic(dest, half)
+        return atomic(dest, half, **kw)
     ck._atomic_write = half_then_die
 elif point == "ckpt_saved":
     import growsearch.search._objective as objective

@@ -23,6 +23,7 @@ import growsearch.search._objective as objective
 from growsearch.checkpoints import STALE_TEMP_AGE_S, remove_stale_temp_files
 from growsearch.cli import main
 from growsearch.search import _faults
+from growsearch.store import SQLLineageStore
 from tests._searchkit import check_finished_study, tiny_study
 
 
@@ -135,12 +136,12 @@ def test_a_full_disk_fails_the_trial_and_leaves_no_partial_file(
     real = checkpoints._atomic_write
     writes: list[Path] = []
 
-    def disk_fills_up(dest: Path, write: Any) -> None:
+    def disk_fills_up(dest: Path, write: Any, **kw: Any) -> None:
         if dest.suffix != ".safetensors":
-            return real(dest, write)
+            return real(dest, write, **kw)
         writes.append(dest)
         if len(writes) != 2:  # the seed is written; the first child's write fills the disk
-            return real(dest, write)
+            return real(dest, write, **kw)
 
         def half_then_full(f: Any) -> None:
             buf = io.BytesIO()
@@ -151,7 +152,7 @@ def test_a_full_disk_fails_the_trial_and_leaves_no_partial_file(
             assert len(temps) == 1 and temps[0].stat().st_size > 0  # the partial temp file
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        return real(dest, half_then_full)
+        return real(dest, half_then_full, **kw)
 
     monkeypatch.setattr(checkpoints, "_atomic_write", disk_fills_up)
     reason, row = _one_failed_trial(tmp_path)
@@ -222,3 +223,29 @@ def test_a_live_trial_another_worker_declared_dead(
 )  # fmt: skip
 def test_the_cpu_allocator_running_out_is_out_of_memory(error: BaseException, oom: bool) -> None:
     assert _faults.is_out_of_memory(error) is oom
+
+
+def test_two_databases_sharing_a_checkpoint_folder_never_overwrite_each_other(
+    tmp_path: Path,
+) -> None:
+    """Model ids count per database, so a second database (or a fresh one after the first was
+    deleted) writing into the same folder meets file names already taken: it keeps them and
+    saves under a suffixed name, and every model of both databases still loads."""
+    shared = tmp_path / "ckpt"
+    urls = [f"sqlite:///{tmp_path / name}" for name in ("a.db", "b.db")]
+    for i, url in enumerate(urls):
+        folder = tmp_path / f"study{i}"
+        folder.mkdir()
+        path, _ = tiny_study(folder, url, n_trials=2, seed=i, checkpoint_dir=str(shared))
+        assert _run(path) == 0
+    paths = []
+    for url in urls:
+        check_finished_study(url, "tiny", 2)  # each checkpoint matches its recorded sha256
+        with SQLLineageStore(url) as store:
+            assert store.missing_checkpoints("tiny", verify_sha256=True) == []
+            paths += [m.checkpoint for m in store.models("tiny", status="finished")]
+    assert len(set(paths)) == len(paths) == 4
+    first, second = paths[:2], paths[2:]
+    assert all(Path(p).name.startswith("model-00000") for p in paths)
+    assert all(Path(p).stem.count("-") == 1 for p in first)  # model-000001
+    assert all(Path(p).stem.count("-") == 2 for p in second)  # model-000001-<8 hex>

@@ -7,8 +7,10 @@ sha256. A row never points at a partial file; a file without a finished row is j
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import secrets
 import socket
 import time
 import warnings
@@ -44,7 +46,7 @@ from growsearch.search._faults import (
     parent_lost,
     record_failure,
 )
-from growsearch.search._optuna import ROLE_ATTR
+from growsearch.search._optuna import ROLE_ATTR, count_states
 from growsearch.search._policy import select_parent
 from growsearch.search._progress import Reporter
 from growsearch.search._space import NoPlaceError, Proposal, propose
@@ -445,7 +447,6 @@ class TrialRunner:
             float(child.spec.num_params if o == "params" else child.spec.flops)
             for o in cfg.search.objectives[1:]
         ]
-        path = self.checkpoint_root / f"model-{model_id:06d}.safetensors"
         with timer.phase("checkpoint_save"):
             check_finite_weights(child.model)
             opt_state = (
@@ -453,16 +454,13 @@ class TrialRunner:
                 if cfg.search.optimizer_state == "grow"
                 else None
             )
-            try:
-                sha = save_checkpoint(
-                    path,
-                    child.spec,
-                    {k: v.detach() for k, v in child.model.state_dict().items()},
-                    optimizer_state=opt_state,
-                    metadata={"study": cfg.name, "model_id": model_id, "trial": trial.number},
-                )
-            except OSError as e:  # a full disk: the atomic write left no partial file
-                raise checkpoint_write_error(path, e) from e
+            path, sha = self._save_checkpoint(
+                trial,
+                model_id,
+                child.spec,
+                {k: v.detach() for k, v in child.model.state_dict().items()},
+                opt_state,
+            )
         self._check_save_time(timer.seconds["checkpoint_save"])
         with timer.phase("dashboard"):
             artifact_id = self._upload(trial, path)
@@ -500,8 +498,57 @@ class TrialRunner:
         )
         known = (self._best_seen, acc, child.parent.val_accuracy if child.parent else None)
         self._best_seen = max(v for v in known if v is not None)
+        if self.reporter.shared:
+            self._refresh_progress(trial.study)
         self.reporter.trial_done(trial.number, acc, self._best_seen, result)
         return acc if single else tuple(objectives)
+
+    def _refresh_progress(self, study: optuna.Study) -> None:
+        """What other workers finished while this trial trained, for its "done" line (two
+        queries, made only when other workers share the study)."""
+        try:
+            finished = count_states(study)[TrialState.COMPLETE]
+            best = self.store.best(self.cfg.name)
+        except Exception:  # a progress line is not worth failing a trained model over
+            return
+        self.reporter.finished = finished
+        if best is not None and best.val_accuracy is not None and self._best_seen is not None:
+            self._best_seen = max(self._best_seen, best.val_accuracy)
+
+    def _save_checkpoint(
+        self,
+        trial: optuna.Trial,
+        model_id: int,
+        spec: Spec,
+        state_dict: dict[str, torch.Tensor],
+        opt_state: dict[str, dict[str, torch.Tensor]] | None,
+    ) -> tuple[Path, str]:
+        """Write the model's checkpoint; returns its path and sha256. Model ids are unique in
+        one database only: a file of the same name from another database sharing this folder
+        (or from a deleted one) is never replaced, the new file gets a suffix instead."""
+        name = f"model-{model_id:06d}"
+        path = self.checkpoint_root / f"{name}.safetensors"
+        for _ in range(5):
+            try:
+                sha = save_checkpoint(
+                    path,
+                    spec,
+                    state_dict,
+                    optimizer_state=opt_state,
+                    metadata={"study": self.cfg.name, "model_id": model_id, "trial": trial.number},
+                    exclusive=True,
+                )
+                return path, sha
+            except FileExistsError:
+                taken = path
+                path = self.checkpoint_root / f"{name}-{secrets.token_hex(4)}.safetensors"
+                self.reporter.line(
+                    f"[trial {trial.number}] note: {taken.name} already exists (another database "
+                    f"uses this checkpoint folder?); kept it and saved as {path.name}"
+                )
+            except OSError as e:  # a full disk: the atomic write left no partial file
+                raise checkpoint_write_error(path, e) from e
+        raise checkpoint_write_error(path, FileExistsError(errno.EEXIST, "name taken", str(path)))
 
     def _write_attrs(
         self, trial: optuna.Trial, user: dict[str, Any], system: dict[str, Any] | None = None
