@@ -90,6 +90,58 @@ def test_quiet_prints_nothing() -> None:
         assert stream.getvalue() == ""
 
 
+def test_one_worker_counts_its_own_trials_without_querying() -> None:
+    stream = io.StringIO()
+    reporter = Reporter(5, stream=stream)
+    reporter.study_progress(0)
+    _one_trial(reporter)
+    reporter.study_progress(1)  # the worker's next count confirms its own trial
+    assert reporter.shared is False
+    assert stream.getvalue().splitlines()[-1].endswith("; 1/5 finished")
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [[(2, 1)], [(0, 0), (3, 0)]],
+    ids=["others-running", "count-jumped"],
+)
+def test_other_workers_mark_the_progress_shared(counts: list[tuple[int, int]]) -> None:
+    """Another worker's running trial, or more finished trials than this worker finished, means
+    the study is shared: the runner then refreshes the count before each "done" line."""
+    reporter = Reporter(5, stream=io.StringIO())
+    for finished, running in counts:
+        reporter.study_progress(finished, running)
+    assert reporter.shared is True
+
+
+def test_a_shared_study_reports_the_refreshed_count_and_best() -> None:
+    """What `TrialRunner._refresh_progress` hands the reporter: the COMPLETE count from the
+    database (other workers finished 2 while this trial trained) and the store's best."""
+    import optuna
+
+    from growsearch.search._objective import TrialRunner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.9, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    stream = io.StringIO()
+    reporter = Reporter(5, stream=stream)
+    reporter.study_progress(1, 1)  # one finished and one running when this trial began
+    runner = SimpleNamespace(
+        reporter=reporter,
+        cfg=SimpleNamespace(name="s"),
+        store=SimpleNamespace(best=lambda name: SimpleNamespace(val_accuracy=0.93)),
+        _best_seen=0.8,
+    )
+    TrialRunner._refresh_progress(runner, study)  # type: ignore[arg-type]
+    assert reporter.finished == 3 and runner._best_seen == 0.93
+    reporter.trial_start(7, None, "seed", SPEC)
+    reporter.trial_done(7, 0.85, runner._best_seen, SimpleNamespace(samples_per_second=10.0))
+    done = stream.getvalue().splitlines()[-1]
+    assert "(best 0.9300)" in done and done.endswith("; 4/5 finished")
+
+
 # ---- through the CLI ----------------------------------------------------------------------
 
 

@@ -34,6 +34,9 @@ class Reporter:
         self._trials_bar: Any = None
         self._t0: dict[int, float] = {}
         self.finished: int | None = None  # COMPLETE trials of the study, as the worker last saw
+        # Other workers share the study: counts and the best accuracy seen at a trial's start
+        # are stale by its end, so the trial refreshes them before its "done" line.
+        self.shared = False
 
     def line(self, text: str) -> None:
         if self.quiet:
@@ -50,8 +53,11 @@ class Reporter:
             self._bar.close()
             self._bar = None
 
-    def study_progress(self, finished: int) -> None:
-        """The worker counted ``finished`` COMPLETE trials (all workers together)."""
+    def study_progress(self, finished: int, running: int = 0) -> None:
+        """The worker counted ``finished`` COMPLETE trials (all workers together) and
+        ``running`` trials of other workers."""
+        if running > 0 or (self.finished is not None and finished > self.finished):
+            self.shared = True  # more than this worker's own trials moved the counts
         self.finished = finished
         if not (self.bars and not self.quiet):
             return
