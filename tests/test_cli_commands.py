@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 import yaml
@@ -195,7 +196,20 @@ def test_db_current_and_upgrade(ran: str, capsys: pytest.CaptureFixture[str]) ->
     assert f"lineage schema {head_revision()}" in text
     assert "***" in text or "@" not in text or ":" not in ran.split("@")[0].split("//")[1]
     text = _out(capsys, ["db", "upgrade", "--storage", ran])
-    assert f"-> {head_revision()}" in text
+    assert text.endswith(f": lineage schema {head_revision()} is up to date; nothing to do\n")
+
+
+def test_db_upgrade_adds_the_lineage_tables_to_an_optuna_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from growsearch.store import current_revision, head_revision
+
+    url = f"sqlite:///{tmp_path / 'optuna-only.db'}"
+    optuna.create_study(storage=url, study_name="plain")
+    assert current_revision(url) is None
+    text = _out(capsys, ["db", "upgrade", "--storage", url])
+    assert text == f"{url}: lineage schema None -> {head_revision()}\n"
+    assert current_revision(url) == head_revision()
 
 
 def test_export_onnx_where_installed_computes_the_same_function(

@@ -28,5 +28,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     before = current_revision(args.storage)
     upgrade(args.storage)
-    print(f"{redact(args.storage)}: lineage schema {before} -> {current_revision(args.storage)}")
+    after = current_revision(args.storage)
+    if before == after:
+        print(f"{redact(args.storage)}: lineage schema {after} is up to date; nothing to do")
+    else:
+        print(f"{redact(args.storage)}: lineage schema {before} -> {after}")
     return 0

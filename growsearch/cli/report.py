@@ -16,10 +16,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser(
         "report",
         help="write an HTML report with PNG figures of a study (lineage tree, progress, ...)",
-        description="Write OUT/index.html with three figures: the lineage tree (colour = "
+        description="Write DIR/index.html with three figures: the lineage tree (colour = "
         "validation accuracy, branches labelled with the operation), the best accuracy against "
-        "cumulative training time, and the accuracy per generation (OUT/lineage.png, "
-        "OUT/progress.png, OUT/generations.png). Reads the database only; safe to run while the "
+        "cumulative training time, and the accuracy per generation (DIR/lineage.png, "
+        "DIR/progress.png, DIR/generations.png). Reads the database only; safe to run while the "
         "study is running.",
     )
     add_storage_args(p)

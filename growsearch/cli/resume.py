@@ -23,7 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ):
         p = sub.add_parser(name, help=text, description=text)
         add_storage_args(p)
-        p.add_argument("--n-trials", type=int, help="raise or lower the study's n_trials")
+        p.add_argument(
+            "--n-trials",
+            type=int,
+            help="finished trials to reach in total in this run (the stored n_trials stays)",
+        )
         p.add_argument(
             "--checkpoint-dir",
             help="override the stored checkpoint_dir (a shared "

@@ -40,7 +40,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         help="worker processes on this machine (several need PostgreSQL; one per GPU when "
         "there are GPUs)",
     )
-    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: train.device, auto)")
+    p.add_argument(
+        "--device",
+        help="auto, cpu, cuda, cuda:N or mps (default: the study's train.device)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
 
 
@@ -145,8 +148,8 @@ def execute(
             stopped = f"{workers - bad} of {workers} workers finished cleanly"
     except KeyboardInterrupt:
         print(
-            "\ngrowsearch: interrupted. The running trial was marked failed; finished trials "
-            f"are safe. Resume with:\n  {resume_hint}",
+            "\ngrowsearch: interrupted. Finished trials are safe (a trial that was running is "
+            f"marked failed). Resume with:\n  {resume_hint}",
             file=sys.stderr,
             flush=True,
         )

@@ -342,6 +342,6 @@ def generation_png(history: History, dpi: int = DPI) -> bytes:
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"{title} of study '{history.study}'", fontsize=10, loc="left")
     ax.grid(True, axis="y", color="#eeeeee")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)  # a fixed corner can hide the points of a generation
     fig.tight_layout()
     return _png(fig, dpi)
