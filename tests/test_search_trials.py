@@ -332,3 +332,32 @@ def test_the_time_budget_stops_a_worker_between_trials(
     assert _run(path) == 0
     assert "stopped: time budget of" in capsys.readouterr().out
     assert [t.state for t in _trials(url)] == [TrialState.COMPLETE]
+
+
+def test_a_complete_seed_whose_row_is_not_finished_yet_is_a_parent_not_a_reason_to_retrain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna records a trial COMPLETE a moment before its worker finishes the lineage row. A
+    trial of another worker that looks for a parent in that moment must not train a second
+    seed (seen once among four PostgreSQL workers). Frozen here: the seed's row is put back to
+    running and the worker loop's own reconcile is disabled, so only the seed claim sees it."""
+    import sqlalchemy as sa
+
+    import growsearch.search._worker as worker
+
+    url = _url(tmp_path)
+    path, _ = tiny_study(tmp_path, url, n_trials=1)
+    assert _run(path) == 0
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE gs_models SET status = 'running', finished_at = NULL"))
+    engine.dispose()
+    monkeypatch.setattr(worker, "reconcile", lambda study, store: [])
+    assert _run(path, "--n-trials", "2") == 0
+    with SQLLineageStore(url, create=False) as store:
+        models = store.models("tiny")
+    assert [(m.trial_number, m.status, m.parent_id) for m in models] == [
+        (0, "finished", None),
+        (1, "finished", models[0].model_id),
+    ]
+    assert models[0].info.get("finished_by") == "reconcile"

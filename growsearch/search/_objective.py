@@ -49,6 +49,7 @@ from growsearch.search._faults import (
 from growsearch.search._optuna import ROLE_ATTR, count_states
 from growsearch.search._policy import select_parent
 from growsearch.search._progress import Reporter
+from growsearch.search._reconcile import finish_row, reconcile
 from growsearch.search._space import NoPlaceError, Proposal, propose
 from growsearch.search._timing import PhaseTimer
 from growsearch.spec import Spec
@@ -280,6 +281,13 @@ class TrialRunner:
                 raise optuna.TrialPruned("the seed trial is queued and runs next; gave way to it")
             if pending is not None or self.store.best(self.cfg.name) is not None:
                 return False
+            if trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                # Optuna records a trial before its worker finishes the lineage row (settle):
+                # in between, a COMPLETE seed has no finished row yet. Finish it from the trial
+                # attributes instead of training a second seed.
+                reconcile(trial.study, self.store)
+                if self.store.best(self.cfg.name) is not None:
+                    return False
             trial.set_user_attr(ROLE_ATTR, "seed")
             return True
         finally:
@@ -592,17 +600,6 @@ class TrialRunner:
         if self._probe is None:
             self._probe = self.data.probe(self.cfg.search.probe_size)
         return self._probe
-
-
-def finish_row(store: LineageStore, model_id: int, result: dict[str, Any]) -> None:
-    """Finish a running row; a row that another worker's ``reconcile`` finished meanwhile (from
-    the same trial attributes) is left as it is."""
-    try:
-        store.finish_model(model_id, **result)
-    except ValueError:
-        record = store.get_model(model_id)
-        if record is None or record.status != "finished":
-            raise
 
 
 def _retried_from(trial: optuna.Trial) -> int | None:

@@ -27,7 +27,7 @@ from growsearch.data import Dataset, DeviceData, load_dataset
 from growsearch.search._admission import AdmissionLock
 from growsearch.search._dbretry import DbGuard, RetryingLock, RetryingStore, is_transient
 from growsearch.search._faults import free_accelerator_memory
-from growsearch.search._objective import TrialRunner, finish_row
+from growsearch.search._objective import TrialRunner
 from growsearch.search._optuna import (
     count_states,
     make_sampler,
@@ -39,6 +39,7 @@ from growsearch.search._optuna import (
 from growsearch.search._optuna_schema import check_optuna_schema
 from growsearch.search._orphans import fail_orphans
 from growsearch.search._progress import Reporter
+from growsearch.search._reconcile import reconcile
 from growsearch.storage_url import redact
 from growsearch.store import LineageStore, SQLLineageStore
 from growsearch.training import select_device
@@ -56,44 +57,6 @@ class WorkerSummary:
     failed: int = 0
     stopped_because: str = ""
     trial_numbers: list[int] = field(default_factory=list)
-
-
-def reconcile(study: optuna.Study, store: LineageStore) -> list[int]:
-    """Make the lineage agree with Optuna after workers died: rows of FAIL trials that are still
-    running or finished become ``killed``; running rows of COMPLETE trials (the worker died
-    between Optuna's record and its own) are finished from the trial's attributes. Afterwards a
-    finished row always means a COMPLETE trial. Returns the trial numbers changed."""
-    failed: list[int] = []
-    complete: dict[int, FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.COMPLETE)):
-        if t.state == TrialState.FAIL:
-            failed.append(t.number)
-        else:
-            complete[t.number] = t
-    changed = []
-    if failed and store.mark_killed(
-        study.study_name, failed, "worker died mid-trial (heartbeat expired)"
-    ):
-        changed += failed
-    for row in store.models(study.study_name, status="running"):
-        done = complete.get(row.trial_number)
-        if done is None or "sha256" not in done.user_attrs:
-            continue
-        finish_row(
-            store,
-            row.model_id,
-            {
-                "val_accuracy": done.values[0],
-                "objectives": list(done.values),
-                "checkpoint": done.user_attrs["checkpoint"],
-                "sha256": done.user_attrs["sha256"],
-                "preservation_error": done.user_attrs.get("preservation_error"),
-                "train_seconds": done.user_attrs.get("train_seconds"),
-                "info": {"timings": done.user_attrs.get("timings"), "finished_by": "reconcile"},
-            },
-        )
-        changed.append(row.trial_number)
-    return changed
 
 
 def _load_data(
