@@ -131,6 +131,21 @@ def test_seed_and_child_records(s: SQLLineageStore) -> None:
     assert r1.finished_at.utcoffset() == timezone.utc.utcoffset(None)
 
 
+def test_the_many_row_read_decodes_json_exactly_like_the_one_row_read(s: SQLLineageStore) -> None:
+    """``models`` decodes the JSON columns in bulk (one json.loads per column); every record
+    must equal what ``get_model`` (the JSON type, one value at a time) returns."""
+    seed = grow(s, 0, acc=0.6)
+    child = grow(s, 1, seed, acc=0.7, objectives=[0.7, 100.0])
+    grow(s, 2, child, status="running")
+    grow(s, 3, child, acc=0.3, status="pruned", op="deepen")
+    listed = s.models("s")
+    assert [r.model_id for r in listed] == [seed, child, seed + 2, seed + 3]
+    assert listed == [s.get_model(r.model_id) for r in listed]
+    assert (listed[0].params, listed[0].objectives, listed[2].objectives) == ([], None, None)
+    assert listed[1].params == [{"name": "widen", "layer": "dense0", "factor": 2}]
+    assert listed[1].spec == SPEC and listed[3].info == {"trial": 3}
+
+
 def test_running_model_has_no_result_yet(s: SQLLineageStore) -> None:
     mid = grow(s, 0, status="running")
     r = s.get_model(mid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,10 +39,27 @@ _RECORD_COLUMNS: tuple[Any, ...] = (
     M.train_seconds,
 )  # fmt: skip
 _LISTED_STUDIES = 20
+# Many-row reads (``models``) fetch the JSON columns as text and decode each column with one
+# json.loads over all its rows: per-value decoding through the JSON type was two thirds of the
+# time of a 10k-model DataFrame export.
+_JSON_FIELDS = (5, 10, 17, 18)  # args, spec, objectives, info
+_BULK_COLUMNS = tuple(
+    sa.cast(c, sa.Text) if i in _JSON_FIELDS else c for i, c in enumerate(_RECORD_COLUMNS)
+)
 
 
-def _records_query() -> sa.Select[Any]:
-    return sa.select(*_RECORD_COLUMNS).join(S, S.id == M.study_id).outerjoin(E, E.child_id == M.id)
+def _records_query(columns: Sequence[Any] = _RECORD_COLUMNS) -> sa.Select[Any]:
+    return sa.select(*columns).join(S, S.id == M.study_id).outerjoin(E, E.child_id == M.id)
+
+
+def _decode_json_columns(rows: Sequence[Any]) -> list[list[Any]]:
+    """Rows of ``_BULK_COLUMNS`` with their JSON text decoded (SQL NULL and JSON null: None)."""
+    out = [list(r) for r in rows]
+    for i in _JSON_FIELDS:
+        texts = ["null" if r[i] is None else r[i] for r in out]
+        for r, value in zip(out, json.loads("[" + ",".join(texts) + "]"), strict=True):
+            r[i] = value
+    return out
 
 
 def _utc(value: datetime) -> datetime:
@@ -377,11 +395,12 @@ class SQLLineageStore(LineageStore):
         _check_status(status, STATUSES)
         with gc_paused():
             with self._session() as s:
-                stmt = _records_query().where(M.study_id == self._study_id(s, study))
+                stmt = _records_query(_BULK_COLUMNS)
+                stmt = stmt.where(M.study_id == self._study_id(s, study))
                 if status is not None:
                     stmt = stmt.where(M.status == status)
                 rows = s.execute(stmt.order_by(M.trial_number, M.id)).all()
-            return [_to_record(r) for r in rows]
+            return [_to_record(r) for r in _decode_json_columns(rows)]
 
     def best(self, study: str) -> ModelRecord | None:
         with self._session() as s:
