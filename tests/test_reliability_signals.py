@@ -337,3 +337,19 @@ def test_ctrl_c_while_the_commands_import_exits_130_without_a_traceback(
         capsys.readouterr().err == "\ngrowsearch: interrupted while starting; nothing was written\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stopping_heartbeats_after_an_interrupted_optuna_import_imports_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal that lands while Optuna is being imported leaves its modules half-initialised;
+    importing them again in the clean-up raised ImportError (exit 1 and a traceback instead of
+    130). A half-initialised or absent heartbeat module means no heartbeat thread exists."""
+    import types
+
+    half = types.ModuleType("optuna.storages._heartbeat")  # what an interrupted import leaves
+    monkeypatch.setitem(sys.modules, "optuna.storages._heartbeat", half)
+    assert _common.stop_heartbeat_threads() == 0
+    monkeypatch.delitem(sys.modules, "optuna.storages._heartbeat")
+    assert _common.stop_heartbeat_threads() == 0
+    assert "optuna.storages._heartbeat" not in sys.modules

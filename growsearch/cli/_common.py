@@ -104,9 +104,13 @@ def stop_heartbeat_threads(timeout: float = 5.0) -> int:
     stop, and the interpreter would then wait for the thread for ever at exit. The thread keeps
     its stop event among its arguments (``HeartbeatThread._record_heartbeat``'s third one).
     """
-    from optuna.storages._heartbeat import HeartbeatThread
-
-    target = HeartbeatThread._record_heartbeat
+    # Looked up, not imported: a signal may have landed while Optuna was being imported, and
+    # importing the half-initialised package again fails. Not imported means no thread.
+    heartbeat = sys.modules.get("optuna.storages._heartbeat")
+    thread_cls = getattr(heartbeat, "HeartbeatThread", None)
+    target = getattr(thread_cls, "_record_heartbeat", None)
+    if target is None:
+        return 0
     stopped = []
     for t in threading.enumerate():
         args: tuple[Any, ...] = getattr(t, "_args", ())

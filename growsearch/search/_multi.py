@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import signal
 import sys
 from typing import Any
 
 import torch
 from sqlalchemy.engine import make_url
 
+from growsearch._spawn import worker_main
 from growsearch.config import StudyConfig
 from growsearch.exceptions import ConfigError
 
-__all__ = ["check_workers", "run_processes"]
+__all__ = ["check_workers", "child", "run_processes"]
 
 
 def check_workers(cfg: StudyConfig, workers: int) -> None:
@@ -40,7 +43,8 @@ def _share_cpus(workers: int, device: str | None) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-def _child(cfg_dict: dict[str, Any], source: str | None, index: int, workers: int) -> None:
+def child(cfg_dict: dict[str, Any], source: str | None, index: int, workers: int) -> None:
+    """One worker process's work (started through ``growsearch._spawn.worker_main``)."""
     from growsearch.config import parse_config
     from growsearch.search._progress import Reporter
     from growsearch.search._worker import run_worker
@@ -57,20 +61,30 @@ def run_processes(cfg: StudyConfig, workers: int) -> int:
     """Start ``workers`` processes (spawned: CUDA and forked threads do not mix); returns the
     number of workers that exited with an error."""
     ctx = mp.get_context("spawn")
+    ready = [ctx.Event() for _ in range(workers)]
     procs = [
         ctx.Process(
-            target=_child, args=(cfg.to_dict(), cfg.source, i, workers), name=f"growsearch-w{i}"
+            target=worker_main,
+            args=(cfg.to_dict(), cfg.source, i, workers, ready[i]),
+            name=f"growsearch-w{i}",
         )
         for i in range(workers)
     ]
-    for p in procs:
-        p.start()
     try:
         for p in procs:
-            p.join()
-    except KeyboardInterrupt:
+            p.start()
         for p in procs:
-            p.join(timeout=30)
+            p.join()
+    except KeyboardInterrupt as e:
+        # The workers run in their own process groups: pass the signal on, once.
+        signum = getattr(e, "signum", signal.SIGINT)
+        for p, r in zip(procs, ready, strict=True):
+            if p.pid is not None and p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signum if r.is_set() else signal.SIGTERM)
+        for p in procs:
+            if p.pid is not None:
+                p.join(timeout=60)
         raise
     bad = [p for p in procs if p.exitcode != 0]
     for p in bad:
