@@ -12,12 +12,18 @@ is gone (``watch_parent``): killed with SIGKILL, its workers would otherwise run
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 __all__ = [
     "Interrupted",
     "clear",
+    "quiet_handled_interrupts",
     "raise_if_requested",
     "request",
     "requested",
@@ -63,3 +69,40 @@ def raise_if_requested() -> None:
         request(signal.SIGTERM)  # orphaned: the parent died without passing a signal on
     if _requested is not None:
         raise Interrupted(_requested)
+
+
+class _NoInterrupts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, KeyboardInterrupt)
+
+
+@contextmanager
+def quiet_handled_interrupts() -> Iterator[None]:
+    """No traceback for a stop that is being handled. Two places print one: Python's "Exception
+    ignored in ..." report of an interrupt swallowed in a weakref callback or ``__del__`` (the
+    request was recorded and the polls raise it again), and SQLAlchemy's pool, which logs
+    "Exception during reset or similar" with the traceback before re-raising the interrupt.
+    Anything else is reported as before."""
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not (_requested is not None and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = hook
+    pool_log = logging.getLogger("sqlalchemy.pool")
+    handler = None
+    if not logging.getLogger().handlers and not pool_log.handlers:
+        # Unconfigured logging (the command line): what logging's last resort would print,
+        # less the interrupts. A configured application keeps its own handlers.
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
+        handler.addFilter(_NoInterrupts())
+        pool_log.addHandler(handler)
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous_hook
+        if handler is not None:
+            pool_log.removeHandler(handler)

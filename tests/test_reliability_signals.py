@@ -353,3 +353,40 @@ def test_stopping_heartbeats_after_an_interrupted_optuna_import_imports_nothing(
     monkeypatch.delitem(sys.modules, "optuna.storages._heartbeat")
     assert _common.stop_heartbeat_threads() == 0
     assert "optuna.storages._heartbeat" not in sys.modules
+
+
+QUIET = r"""
+import logging, signal, sys
+from growsearch import _stop
+
+class Dies:
+    def __init__(self, exc): self.exc = exc
+    def __del__(self): raise self.exc
+
+pool = logging.getLogger("sqlalchemy.pool.impl.QueuePool")  # where SQLAlchemy's pool logs
+def pool_error(exc):
+    try:
+        raise exc
+    except BaseException:
+        pool.error("Exception during reset or similar", exc_info=True)
+
+with _stop.quiet_handled_interrupts():
+    _stop.request(signal.SIGINT)
+    Dies(_stop.Interrupted(signal.SIGINT))
+    pool_error(_stop.Interrupted(signal.SIGINT))
+    print("MARK", file=sys.stderr, flush=True)
+    Dies(ValueError("a real bug in a __del__"))
+    pool_error(OSError("a real pool problem"))
+"""
+
+
+def test_an_interrupt_being_handled_prints_no_traceback_anything_else_still_does() -> None:
+    """Seen in CI: a stop signal inside a weakref callback ("Exception ignored in ...") and
+    inside SQLAlchemy's connection reset ("Exception during reset or similar") printed
+    tracebacks although the stop itself was handled."""
+    out = subprocess.run([sys.executable, "-c", QUIET], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    before, after = out.stderr.split("MARK\n")
+    assert before == ""
+    assert "Exception ignored in" in after and "ValueError: a real bug in a __del__" in after
+    assert "Exception during reset or similar" in after and "OSError: a real pool problem" in after

@@ -89,7 +89,8 @@ def stop_signals() -> Iterator[StopState]:
     for s in _SIGNALS:
         signal.signal(s, handler)
     try:
-        yield state
+        with _stop.quiet_handled_interrupts():
+            yield state
     finally:
         for s, old in previous.items():
             signal.signal(s, old if old is not None else signal.SIG_DFL)
