@@ -20,8 +20,9 @@ __all__ = ["worker_main"]
 def worker_main(
     cfg_dict: dict[str, Any], source: str | None, index: int, workers: int, ready: Any
 ) -> None:
-    """``ready`` (a multiprocessing Event) is set once the signal handlers are in place: until
-    then the parent stops this worker with SIGTERM, whose default action ends it silently."""
+    """``ready`` (the sending end of a pipe) gets a message once the signal handlers are in
+    place: until then the parent stops this worker with SIGTERM, whose default action ends it
+    silently."""
     if hasattr(os, "setpgrp"):
         os.setpgrp()
     from growsearch import _stop
@@ -29,7 +30,8 @@ def worker_main(
 
     code = 0
     with stop_signals() as stop:
-        ready.set()
+        ready.send(True)
+        ready.close()
         _stop.watch_parent()
         try:
             from growsearch.search._multi import child

@@ -146,6 +146,7 @@ def _interrupt(
     text = log.read_text()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert "second signal" not in text, text  # each worker got the signal once
+    assert "leaked semaphore" not in text, text  # multiprocessing's resource tracker
     assert _gone(workers), text
     return code, text, path
 

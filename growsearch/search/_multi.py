@@ -61,11 +61,14 @@ def run_processes(cfg: StudyConfig, workers: int) -> int:
     """Start ``workers`` processes (spawned: CUDA and forked threads do not mix); returns the
     number of workers that exited with an error."""
     ctx = mp.get_context("spawn")
-    ready = [ctx.Event() for _ in range(workers)]
+    # One pipe per worker, not an Event: a semaphore would start multiprocessing's resource
+    # tracker, which warns about "leaked semaphore objects" after a forced stop.
+    pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]
+    ready = [r for r, _ in pipes]
     procs = [
         ctx.Process(
             target=worker_main,
-            args=(cfg.to_dict(), cfg.source, i, workers, ready[i]),
+            args=(cfg.to_dict(), cfg.source, i, workers, pipes[i][1]),
             name=f"growsearch-w{i}",
         )
         for i in range(workers)
@@ -81,7 +84,7 @@ def run_processes(cfg: StudyConfig, workers: int) -> int:
         for p, r in zip(procs, ready, strict=True):
             if p.pid is not None and p.is_alive():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signum if r.is_set() else signal.SIGTERM)
+                    os.kill(p.pid, signum if r.poll() else signal.SIGTERM)
         for p in procs:
             if p.pid is not None:
                 p.join(timeout=60)
