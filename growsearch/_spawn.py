@@ -26,7 +26,7 @@ def worker_main(
     if hasattr(os, "setpgrp"):
         os.setpgrp()
     from growsearch import _stop
-    from growsearch.cli._common import stop_heartbeat_threads, stop_signals
+    from growsearch.cli._common import stop_signals
 
     code = 0
     with stop_signals() as stop:
@@ -43,7 +43,4 @@ def worker_main(
             if stop.signum is None:
                 raise  # a real failure: multiprocessing prints it, the parent reports the code
             code = stop.exit_code  # a library turned the interrupt into another error
-        finally:
-            if stop.signum is not None:
-                stop_heartbeat_threads()
     sys.exit(code)

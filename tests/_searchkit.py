@@ -15,6 +15,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from growsearch.exceptions import StorageError
 from growsearch.store import SQLLineageStore
 
 # A 1,210-parameter MLP on the bundled digits: one epoch is a fraction of a second.
@@ -105,3 +106,18 @@ def check_finished_study(url: str, study_name: str, n_trials: int) -> dict[str, 
     seeds = [m for m in finished if m.parent_id is None]
     assert len(seeds) == 1, "exactly one seed was trained"
     return {"study": study, "trials": trials, "complete": complete, "models": models}
+
+
+def running_child(url: str, study: str) -> tuple[int, int, int] | None:
+    """(trial number, model id, worker pid) of a child trained for at least one epoch."""
+    try:
+        store = SQLLineageStore(url, create=False)
+    except StorageError:  # no tables yet
+        return None
+    with store:
+        if store.get_study(study) is None:
+            return None
+        for m in store.models(study, status="running"):
+            if m.parent_id is not None and store.evaluations(m.model_id):
+                return m.trial_number, m.model_id, int(m.info["worker"]["pid"])
+    return None

@@ -14,9 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from growsearch.cli import main
-from growsearch.exceptions import StorageError
 from growsearch.store import SQLLineageStore
-from tests._searchkit import check_finished_study, growsearch_process, tiny_study
+from tests._searchkit import check_finished_study, growsearch_process, running_child, tiny_study
 
 pytestmark = pytest.mark.postgres
 
@@ -64,21 +63,6 @@ def test_run_with_four_worker_processes(postgresql_url: str, tmp_path: Path) -> 
     check_finished_study(postgresql_url, "tiny", n_trials)
 
 
-def _running_child(url: str, study: str) -> tuple[int, int, int] | None:
-    """(trial number, model id, worker pid) of a child trained for at least one epoch."""
-    try:
-        store = SQLLineageStore(url, create=False)
-    except StorageError:  # no tables yet
-        return None
-    with store:
-        if store.get_study(study) is None:
-            return None
-        for m in store.models(study, status="running"):
-            if m.parent_id is not None and store.evaluations(m.model_id):
-                return m.trial_number, m.model_id, int(m.info["worker"]["pid"])
-    return None
-
-
 def _kill_mid_trial(url: str, folder: Path, n_workers: int, n_trials: int, epochs: int) -> dict:
     """Start ``n_workers`` workers, SIGKILL the one training a child, let the rest finish."""
     path, raw = tiny_study(
@@ -89,7 +73,7 @@ def _kill_mid_trial(url: str, folder: Path, n_workers: int, n_trials: int, epoch
         deadline = time.monotonic() + 120
         victim = None
         while victim is None and time.monotonic() < deadline:
-            victim = _running_child(url, "tiny")
+            victim = running_child(url, "tiny")
             time.sleep(0.05)
         assert victim is not None, "no child trial started\n" + _logs(folder)
         trial_number, model_id, pid = victim

@@ -17,7 +17,7 @@ import pytest
 
 from growsearch.cli import main
 from growsearch.store import SQLLineageStore
-from tests._searchkit import check_finished_study, tiny_study
+from tests._searchkit import check_finished_study, running_child, tiny_study
 
 pytestmark = [
     pytest.mark.postgres,
@@ -76,21 +76,6 @@ def _until(what: str, check: Callable[[], bool], log: Path, timeout: float = 120
         time.sleep(0.05)
 
 
-def _training(url: str) -> bool:
-    """A child (not the seed) has trained at least one epoch."""
-    try:
-        store = SQLLineageStore(url, create=False)
-    except Exception:
-        return False
-    with store:
-        if store.get_study("tiny") is None:
-            return False
-        return any(
-            m.parent_id is not None and store.evaluations(m.model_id)
-            for m in store.models("tiny", status="running")
-        )
-
-
 def _study(folder: Path, url: str) -> Path:
     # Slow children (many small batches) so that a signal lands mid-training.
     path, _ = tiny_study(
@@ -130,7 +115,7 @@ def _interrupt(
     workers: list[int] = []
 
     def ready() -> bool:
-        if when == "training" and not _training(url):
+        if when == "training" and running_child(url, "tiny") is None:
             return False
         workers[:] = _workers_of(proc.pid)
         # Own groups: a terminal's Ctrl-C (sent to the parent's group) reaches only the parent.

@@ -68,7 +68,8 @@ class StopState:
 @contextmanager
 def stop_signals() -> Iterator[StopState]:
     """Handle SIGINT and SIGTERM as described in the module docstring while the block runs
-    (main thread only; elsewhere the handlers stay as they are)."""
+    (main thread only; elsewhere the handlers stay as they are). After a stop, Optuna heartbeat
+    threads the interrupt left running are ended on the way out."""
     state = StopState()
     if threading.current_thread() is not threading.main_thread():
         yield state
@@ -92,6 +93,8 @@ def stop_signals() -> Iterator[StopState]:
         with _stop.quiet_handled_interrupts():
             yield state
     finally:
+        if state.signum is not None:
+            stop_heartbeat_threads()  # before the handlers go: a second signal still forces
         for s, old in previous.items():
             signal.signal(s, old if old is not None else signal.SIG_DFL)
         _stop.clear()
@@ -125,11 +128,7 @@ def stop_heartbeat_threads(timeout: float = 5.0) -> int:
 
 def guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     with stop_signals() as stop:
-        try:
-            return _guarded(func, args, stop)
-        finally:
-            if stop.signum is not None:
-                stop_heartbeat_threads()
+        return _guarded(func, args, stop)
 
 
 def _guarded(

@@ -63,8 +63,7 @@ def run_processes(cfg: StudyConfig, workers: int) -> int:
     ctx = mp.get_context("spawn")
     # One pipe per worker, not an Event: a semaphore would start multiprocessing's resource
     # tracker, which warns about "leaked semaphore objects" after a forced stop.
-    pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]
-    ready = [r for r, _ in pipes]
+    pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]  # (parent's end, worker's end)
     procs = [
         ctx.Process(
             target=worker_main,
@@ -81,10 +80,10 @@ def run_processes(cfg: StudyConfig, workers: int) -> int:
     except KeyboardInterrupt as e:
         # The workers run in their own process groups: pass the signal on, once.
         signum = getattr(e, "signum", signal.SIGINT)
-        for p, r in zip(procs, ready, strict=True):
+        for p, (ready, _) in zip(procs, pipes, strict=True):
             if p.pid is not None and p.is_alive():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signum if r.poll() else signal.SIGTERM)
+                    os.kill(p.pid, signum if ready.poll() else signal.SIGTERM)
         for p in procs:
             if p.pid is not None:
                 p.join(timeout=60)

@@ -7,7 +7,6 @@ sha256. A row never points at a partial file; a file without a finished row is j
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import secrets
@@ -536,27 +535,26 @@ class TrialRunner:
         (or from a deleted one) is never replaced, the new file gets a suffix instead."""
         name = f"model-{model_id:06d}"
         path = self.checkpoint_root / f"{name}.safetensors"
-        for _ in range(5):
+        meta = {"study": self.cfg.name, "model_id": model_id, "trial": trial.number}
+
+        def save(to: Path) -> str:
+            return save_checkpoint(
+                to, spec, state_dict, optimizer_state=opt_state, metadata=meta, exclusive=True
+            )
+
+        try:
             try:
-                sha = save_checkpoint(
-                    path,
-                    spec,
-                    state_dict,
-                    optimizer_state=opt_state,
-                    metadata={"study": self.cfg.name, "model_id": model_id, "trial": trial.number},
-                    exclusive=True,
-                )
-                return path, sha
+                return path, save(path)
             except FileExistsError:
-                taken = path
+                taken = path.name
                 path = self.checkpoint_root / f"{name}-{secrets.token_hex(4)}.safetensors"
                 self.reporter.line(
-                    f"[trial {trial.number}] note: {taken.name} already exists (another database "
+                    f"[trial {trial.number}] note: {taken} already exists (another database "
                     f"uses this checkpoint folder?); kept it and saved as {path.name}"
                 )
-            except OSError as e:  # a full disk: the atomic write left no partial file
-                raise checkpoint_write_error(path, e) from e
-        raise checkpoint_write_error(path, FileExistsError(errno.EEXIST, "name taken", str(path)))
+                return path, save(path)
+        except OSError as e:  # a full disk: the atomic write left no partial file
+            raise checkpoint_write_error(path, e) from e
 
     def _write_attrs(
         self, trial: optuna.Trial, user: dict[str, Any], system: dict[str, Any] | None = None

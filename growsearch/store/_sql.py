@@ -42,7 +42,7 @@ _LISTED_STUDIES = 20
 # Many-row reads (``models``) fetch the JSON columns as text and decode each column with one
 # json.loads over all its rows: per-value decoding through the JSON type was two thirds of the
 # time of a 10k-model DataFrame export.
-_JSON_FIELDS = (5, 10, 17, 18)  # args, spec, objectives, info
+_JSON_FIELDS = tuple(i for i, c in enumerate(_RECORD_COLUMNS) if isinstance(c.type, sa.JSON))
 _BULK_COLUMNS = tuple(
     sa.cast(c, sa.Text) if i in _JSON_FIELDS else c for i, c in enumerate(_RECORD_COLUMNS)
 )
